@@ -1,0 +1,1 @@
+"""Datasette plugin for layerslayer indexes (see issue: browse)."""

@@ -1,0 +1,366 @@
+"""From a reference to platforms, manifests, config, layers and build steps."""
+
+from __future__ import annotations
+
+import json
+import platform as host_platform
+from dataclasses import dataclass, field
+
+from .errors import NotFound, RegistryError, UsageError
+from .reference import Reference, parse_platform
+from .registry import INDEX_TYPES, MANIFEST_TYPES, Manifest, RegistryClient
+
+ATTESTATION_TYPE = "attestation-manifest"
+FOREIGN_LAYER_MARKERS = ("foreign", "nondistributable")
+MAX_CONFIG_BYTES = 8 * 1024 * 1024
+SCHEMA1_TYPES = {
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+}
+
+
+@dataclass
+class PlatformInfo:
+    os: str
+    architecture: str
+    variant: str | None
+    digest: str
+    media_type: str
+    size: int | None = None
+    attestation: bool = False
+    annotations: dict = field(default_factory=dict)
+    os_version: str | None = None
+
+    def __str__(self) -> str:
+        if self.attestation:
+            return "attestation"
+        parts = [self.os or "unknown", self.architecture or "unknown"]
+        if self.variant:
+            parts.append(self.variant)
+        return "/".join(parts)
+
+    def as_dict(self) -> dict:
+        return {
+            "os": self.os,
+            "architecture": self.architecture,
+            "variant": self.variant,
+            "digest": self.digest,
+            "media_type": self.media_type,
+            "size": self.size,
+            "attestation": self.attestation,
+        }
+
+
+@dataclass
+class LayerInfo:
+    index: int
+    digest: str
+    media_type: str
+    size: int
+    annotations: dict = field(default_factory=dict)
+    urls: list = field(default_factory=list)
+
+    @property
+    def foreign(self) -> bool:
+        "Non-distributable layers (Windows base layers) live elsewhere: never fetched."
+        return any(marker in self.media_type for marker in FOREIGN_LAYER_MARKERS)
+
+    def as_dict(self) -> dict:
+        data = {"index": self.index, "digest": self.digest, "media_type": self.media_type, "size": self.size}
+        if self.foreign:
+            data["foreign"] = True
+            data["urls"] = self.urls
+        if self.annotations:
+            data["annotations"] = self.annotations
+        return data
+
+
+@dataclass
+class HistoryStep:
+    index: int
+    created: str | None
+    created_by: str
+    comment: str | None
+    empty_layer: bool
+    layer_index: int | None
+
+    def as_dict(self) -> dict:
+        return {
+            "index": self.index,
+            "created": self.created,
+            "created_by": self.created_by,
+            "comment": self.comment,
+            "empty_layer": self.empty_layer,
+            "layer_index": self.layer_index,
+        }
+
+
+@dataclass
+class ResolvedImage:
+    reference: Reference
+    digest: str
+    media_type: str
+    platforms: list[PlatformInfo]
+    manifest: Manifest
+    is_index: bool
+
+    @property
+    def real_platforms(self) -> list[PlatformInfo]:
+        return [p for p in self.platforms if not p.attestation]
+
+
+@dataclass
+class PlatformImage:
+    platform: PlatformInfo
+    manifest_digest: str
+    media_type: str
+    config_digest: str
+    config: dict
+    layers: list[LayerInfo]
+    history: list[HistoryStep]
+
+    @property
+    def created(self) -> str | None:
+        return self.config.get("created")
+
+
+def _is_attestation(descriptor: dict) -> bool:
+    annotations = descriptor.get("annotations") or {}
+    return annotations.get("vnd.docker.reference.type") == ATTESTATION_TYPE
+
+
+def resolve(client: RegistryClient, ref: Reference) -> ResolvedImage:
+    "Fetch the manifest or index a reference names and list its platforms."
+    manifest = client.get_manifest(ref.repository, ref.reference, display=ref.short)
+    data = manifest.json
+    media_type = manifest.media_type or data.get("mediaType") or ""
+    if media_type in SCHEMA1_TYPES or data.get("schemaVersion") == 1:
+        raise RegistryError(f"{ref.short} uses the deprecated Docker schema 1 manifest format, which layerslayer does not read")
+    if media_type in INDEX_TYPES or (not media_type and "manifests" in data):
+        platforms = []
+        descriptors = data.get("manifests")
+        if not isinstance(descriptors, list):
+            raise RegistryError(f"index {manifest.digest} of {ref.short} has no manifest list")
+        for descriptor in descriptors:
+            if not isinstance(descriptor, dict) or not isinstance(descriptor.get("digest"), str):
+                raise RegistryError(f"index {manifest.digest} of {ref.short} has a malformed entry")
+            plat = descriptor.get("platform") or {}
+            platforms.append(
+                PlatformInfo(
+                    os=str(plat.get("os") or ""),
+                    architecture=str(plat.get("architecture") or ""),
+                    variant=plat.get("variant"),
+                    digest=descriptor["digest"],
+                    media_type=descriptor.get("mediaType") or "",
+                    size=descriptor.get("size"),
+                    attestation=_is_attestation(descriptor),
+                    annotations=descriptor.get("annotations") or {},
+                    os_version=plat.get("os.version"),
+                )
+            )
+        return ResolvedImage(ref, manifest.digest, media_type or "application/vnd.oci.image.index.v1+json", platforms, manifest, True)
+    if media_type in MANIFEST_TYPES or "layers" in data:
+        # A single-platform image: its platform is in the config, read on demand.
+        platform = PlatformInfo("", "", None, manifest.digest, media_type, len(manifest.body))
+        return ResolvedImage(ref, manifest.digest, media_type, [platform], manifest, False)
+    raise RegistryError(f"{ref.short} has unsupported manifest media type {media_type or 'unknown'!r}")
+
+
+def host_platform_string() -> str:
+    machine = host_platform.machine().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x"}.get(machine, machine)
+    return f"linux/{arch}"
+
+
+def platform_matches(platform: PlatformInfo, wanted: str) -> bool:
+    os_name, arch, variant = parse_platform(wanted)
+    if platform.os != os_name or platform.architecture != arch:
+        return False
+    if variant is None:
+        return True
+    # arm64 images often omit the implied v8 variant.
+    return (platform.variant or ("v8" if arch == "arm64" else None)) == variant
+
+
+def select_platform(resolved: ResolvedImage, wanted: str | None = None) -> PlatformInfo:
+    "The platform asked for, else the host's when present, else the first real one."
+    candidates = resolved.real_platforms
+    if not resolved.is_index:
+        return resolved.platforms[0]
+    if not candidates:
+        raise NotFound(f"{resolved.reference.short} has no platform images (only attestations)")
+    if wanted:
+        for platform in candidates:
+            if platform_matches(platform, wanted):
+                return platform
+        available = ", ".join(str(p) for p in candidates)
+        raise NotFound(f"{resolved.reference.short} has no platform {wanted} (available: {available})")
+    for platform in candidates:
+        if platform_matches(platform, host_platform_string()):
+            return platform
+    return candidates[0]
+
+
+def align_history(config: dict, layer_count: int) -> list[HistoryStep]:
+    "Config history with the index of the layer each non-empty step produced."
+    history = config.get("history") or []
+    steps = []
+    layer_index = 0
+    for position, entry in enumerate(history if isinstance(history, list) else []):
+        if not isinstance(entry, dict):
+            continue
+        empty = bool(entry.get("empty_layer"))
+        produced = None
+        if not empty and layer_index < layer_count:
+            produced = layer_index
+            layer_index += 1
+        steps.append(
+            HistoryStep(
+                index=position,
+                created=entry.get("created"),
+                created_by=str(entry.get("created_by") or ""),
+                comment=entry.get("comment"),
+                empty_layer=empty,
+                layer_index=produced,
+            )
+        )
+    return steps
+
+
+def load_platform(client: RegistryClient, resolved: ResolvedImage, platform: PlatformInfo) -> PlatformImage:
+    "Fetch the platform's manifest (unless we have it) and its config."
+    ref = resolved.reference
+    if platform.attestation:
+        raise UsageError(f"{platform.digest} is an attestation manifest, not a platform image")
+    if resolved.is_index:
+        manifest = client.get_manifest(ref.repository, platform.digest, display=f"{ref.short} ({platform})")
+    else:
+        manifest = resolved.manifest
+    data = manifest.json
+    if manifest.media_type in INDEX_TYPES or "manifests" in data:
+        raise RegistryError(f"{ref.short}: platform entry {platform.digest} is itself an index (nested indexes are not followed)")
+    config_descriptor = data.get("config")
+    if not isinstance(config_descriptor, dict) or not isinstance(config_descriptor.get("digest"), str):
+        raise RegistryError(f"manifest {manifest.digest} of {ref.short} has no config")
+    config_digest = config_descriptor["digest"]
+    config_bytes = client.get_blob(ref.repository, config_digest, max_size=MAX_CONFIG_BYTES)
+    try:
+        config = json.loads(config_bytes)
+        if not isinstance(config, dict):
+            raise ValueError
+    except ValueError:
+        raise RegistryError(f"config {config_digest} of {ref.short} is not a JSON object")
+    layers = []
+    for index, descriptor in enumerate(data.get("layers") or []):
+        if not isinstance(descriptor, dict) or not isinstance(descriptor.get("digest"), str):
+            raise RegistryError(f"manifest {manifest.digest} of {ref.short} has a malformed layer entry")
+        layers.append(
+            LayerInfo(
+                index=index,
+                digest=descriptor["digest"],
+                media_type=descriptor.get("mediaType") or "",
+                size=int(descriptor.get("size") or 0),
+                annotations=descriptor.get("annotations") or {},
+                urls=descriptor.get("urls") or [],
+            )
+        )
+    if not resolved.is_index:
+        platform.os = str(config.get("os") or "")
+        platform.architecture = str(config.get("architecture") or "")
+        platform.variant = config.get("variant")
+    return PlatformImage(
+        platform=platform,
+        manifest_digest=manifest.digest,
+        media_type=manifest.media_type,
+        config_digest=config_digest,
+        config=config,
+        layers=layers,
+        history=align_history(config, len(layers)),
+    )
+
+
+def human_size(size: int | float | None) -> str:
+    "Sizes as the original tool printed them: 0.0 B, 3.0 KB, 92.7 MB."
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1024 or unit == "TB":
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
+
+
+def open_image(client: RegistryClient, ref: Reference, platform: str | None = None) -> tuple[ResolvedImage, PlatformImage]:
+    "Resolve a reference and load the chosen platform (checked for single-platform images too)."
+    resolved = resolve(client, ref)
+    chosen = select_platform(resolved, platform)
+    image = load_platform(client, resolved, chosen)
+    if platform and not resolved.is_index and not platform_matches(image.platform, platform):
+        raise NotFound(f"{ref.short} has no platform {platform} (available: {image.platform})")
+    return resolved, image
+
+
+@dataclass
+class InspectReport:
+    resolved: ResolvedImage
+    image: PlatformImage
+
+    def as_dict(self) -> dict:
+        resolved, image = self.resolved, self.image
+        return {
+            "reference": str(resolved.reference),
+            "digest": resolved.digest,
+            "media_type": resolved.media_type,
+            "platforms": [p.as_dict() for p in resolved.platforms],
+            "platform": image.platform.as_dict() | {"name": str(image.platform)},
+            "manifest_digest": image.manifest_digest,
+            "config_digest": image.config_digest,
+            "created": image.created,
+            "layers": [layer.as_dict() for layer in image.layers],
+            "history": [step.as_dict() for step in image.history],
+        }
+
+    def as_text(self) -> str:
+        resolved, image = self.resolved, self.image
+        lines = [
+            f"Reference:  {resolved.reference}",
+            f"Digest:     {resolved.digest}",
+            f"Media type: {resolved.media_type}",
+        ]
+        if resolved.is_index:
+            lines.append("Platforms:")
+            width = max(len(str(p)) for p in resolved.platforms)
+            for number, plat in enumerate(resolved.platforms):
+                chosen = "*" if plat.digest == image.platform.digest else " "
+                label = "attestation manifest" if plat.attestation else str(plat)
+                lines.append(f" {chosen}[{number}] {label:<{max(width, 20)}}  {plat.digest}")
+        lines += [
+            f"Platform:   {image.platform}",
+            f"Manifest:   {image.manifest_digest}",
+            f"Config:     {image.config_digest}",
+        ]
+        if image.created:
+            lines.append(f"Created:    {image.created}")
+        total = sum(layer.size for layer in image.layers)
+        lines.append(f"Layers ({len(image.layers)}, {human_size(total)}):")
+        for layer in image.layers:
+            note = "  (foreign: not distributed by this registry)" if layer.foreign else ""
+            lines.append(f"  [{layer.index}] {layer.digest}  {human_size(layer.size):>9}  {layer.media_type}{note}")
+        lines.append(f"Build steps ({len(image.history)}):")
+        for step in image.history:
+            where = f"layer {step.layer_index}" if step.layer_index is not None else "metadata only"
+            created_by = " ".join(step.created_by.split())
+            lines.append(f"  [{step.index}] ({where}) {created_by}")
+        return "\n".join(lines)
+
+
+def inspect_image(reference: str, *, platform: str | None = None, options=None) -> InspectReport:
+    "Everything `layerslayer inspect` shows, as data."
+    from .options import ClientOptions
+    from .reference import parse_reference
+
+    ref = parse_reference(reference)
+    client = (options or ClientOptions()).client(ref)
+    resolved, image = open_image(client, ref, platform)
+    return InspectReport(resolved, image)
