@@ -19,7 +19,7 @@ from typing import Callable, Iterable, Iterator
 
 from . import store, tarstream, toc
 from .errors import LayerslayerError, NetworkError, VerificationError
-from .image import LayerInfo, load_platform, platform_matches, resolve, select_platform
+from .image import LayerInfo, human_size, load_platform, platform_matches, resolve, select_platform
 from .options import ClientOptions
 from .reference import Reference, parse_reference
 from .registry import RegistryClient, hasher_for
@@ -48,7 +48,8 @@ class IndexSummary:
     layers_failed: int = 0
     layers_skipped: int = 0  # foreign layers: recorded, never fetched
     files: int = 0
-    bytes_downloaded: int = 0
+    layer_bytes: int = 0  # layer blob bytes fetched (0 when every layer was already indexed)
+    bytes_downloaded: int = 0  # everything: manifests, configs, tokens' bodies, layers
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -57,7 +58,6 @@ class IndexSummary:
         return self.layers_failed == 0 and not self.errors
 
     def as_line(self) -> str:
-        mb = self.bytes_downloaded / 1e6
         parts = [
             f"{self.images} image{'s' if self.images != 1 else ''}",
             f"{self.platforms} platform{'s' if self.platforms != 1 else ''}",
@@ -65,7 +65,7 @@ class IndexSummary:
         ]
         if self.layers_skipped:
             parts.append(f"{self.layers_skipped} foreign skipped")
-        parts += [f"{self.files:,} files", f"{mb:.1f} MB downloaded", f"{self.seconds:.1f}s"]
+        parts += [f"{self.files:,} files", f"{human_size(self.layer_bytes)} of layers downloaded", f"{self.seconds:.1f}s"]
         return "Indexed " + ", ".join(parts)
 
 
@@ -149,15 +149,14 @@ def index_layer(
     job: LayerJob,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
-) -> int:
-    "Index one layer into the database; return its entry count. Raises on failure."
+) -> tuple[int, int]:
+    "Index one layer; return (entries, layer bytes downloaded). Raises on failure."
     progress = progress or Progress()
     cancel = cancel or threading.Event()
     db = store.open_db(db_path)
     try:
-        kind = toc.toc_kind(job.annotations)
-        if kind is not None:
-            return _index_from_toc(db, client, job, kind, progress)
+        if toc.toc_kind(job.annotations) is not None:
+            return _index_from_toc(db, client, job, progress)
         entries = 0
 
         def on_bytes(n: int) -> None:
@@ -175,12 +174,13 @@ def index_layer(
             for _ in chunks:  # what follows the end-of-archive marker still counts for the digest
                 pass
             blob.verify(job.size)
-            return writer.commit(bytes_read=blob.size)
+            return writer.commit(bytes_read=blob.size), blob.size
     finally:
         db.close()
 
 
-def _index_from_toc(db, client: RegistryClient, job: LayerJob, kind: str, progress: Progress) -> int:
+def _index_from_toc(db, client: RegistryClient, job: LayerJob, progress: Progress) -> tuple[int, int]:
+    "List a lazy-pull layer from its table of contents: two Range requests, not the blob."
     fetched = 0
 
     def fetch_range(start: int, end: int) -> bytes:
@@ -190,16 +190,11 @@ def _index_from_toc(db, client: RegistryClient, job: LayerJob, kind: str, progre
         progress.layer_advanced(job, len(data), 0)
         return data
 
-    if kind == "estargz":
-        entries = toc.list_estargz(fetch_range, job.size, job.annotations.get(toc.ESTARGZ_TOC_DIGEST))
-        listed_via = "estargz-toc"
-    else:
-        entries = toc.list_zstd_chunked(fetch_range, job.size, job.annotations)
-        listed_via = "zstd-chunked-toc"
-    with store.LayerWriter(db, job.digest, listed_via=listed_via) as writer:
+    kind, entries = toc.list_toc(fetch_range, job.size, job.annotations)
+    with store.LayerWriter(db, job.digest, listed_via=f"{kind}-toc") as writer:
         for entry in entries:
             writer.add(entry)
-        return writer.commit(bytes_read=fetched)
+        return writer.commit(bytes_read=fetched), fetched
 
 
 class Indexer:
@@ -281,7 +276,7 @@ class Indexer:
         self.progress.layer_started(job)
         client = self.client(job.registry)
         try:
-            count = index_layer(self.db_path, client, job, self.progress, self._cancel)
+            count, nbytes = index_layer(self.db_path, client, job, self.progress, self._cancel)
         except Cancelled:
             return
         except LayerslayerError as error:
@@ -293,6 +288,7 @@ class Indexer:
         with self._lock:
             self.summary.layers_indexed += 1
             self.summary.files += count
+            self.summary.layer_bytes += nbytes
         self.progress.layer_finished(job, count, None)
 
     def _fail(self, job: LayerJob, message: str) -> None:
