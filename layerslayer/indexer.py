@@ -19,7 +19,9 @@ from typing import Callable, Iterable, Iterator
 
 from . import store, tarstream, toc
 from .errors import LayerslayerError, NetworkError, VerificationError
-from .image import LayerInfo, human_size, load_platform, platform_matches, resolve, select_platform
+from .image import (
+    LayerInfo, PlatformImage, ResolvedImage, human_size, load_platform, platform_matches, resolve, select_platform,
+)
 from .options import ClientOptions
 from .reference import Reference, parse_reference
 from .registry import RegistryClient, hasher_for
@@ -114,10 +116,10 @@ def _prefetch(chunks: Iterable[bytes], depth: int = PREFETCH_CHUNKS) -> Iterator
                 thread.join(0.05)
 
 
-class _VerifiedStream:
+class VerifiedStream:
     "Counts and hashes blob bytes as they pass, so the digest is checked at the end."
 
-    def __init__(self, chunks: Iterable[bytes], digest: str, on_bytes: Callable[[int], None]):
+    def __init__(self, chunks: Iterable[bytes], digest: str, on_bytes: Callable[[int], None] = lambda n: None):
         self.chunks = chunks
         self.digest = digest
         self.hasher = hasher_for(digest)
@@ -156,7 +158,11 @@ def index_layer(
     db = store.open_db(db_path)
     try:
         if toc.toc_kind(job.annotations) is not None:
-            return _index_from_toc(db, client, job, progress)
+            try:
+                return _index_from_toc(db, client, job, progress)
+            except (toc.TocError, VerificationError) as error:
+                # The blob's own digest still vouches for a streamed listing.
+                progress.message(f"layer {job.digest}: table of contents unusable ({error}); streaming the blob instead")
         entries = 0
 
         def on_bytes(n: int) -> None:
@@ -164,19 +170,60 @@ def index_layer(
                 raise Cancelled()
             progress.layer_advanced(job, n, entries)
 
-        with store.LayerWriter(db, job.digest, listed_via="stream") as writer:
-            # Download and hash in one thread, inflate and parse in this one.
-            blob = _VerifiedStream(client.iter_blob(job.repository, job.digest), job.digest, on_bytes)
-            chunks = _prefetch(blob)
-            for entry in tarstream.iter_entries(chunks, tarstream.compression_of(job.media_type)):
-                writer.add(entry)
+        def counted(stream: Iterable[tarstream.Entry]) -> Iterator[tarstream.Entry]:
+            nonlocal entries
+            for entry in stream:
                 entries += 1
+                yield entry
+
+        # Download and hash in one thread, inflate and parse in this one.
+        blob = VerifiedStream(client.iter_blob(job.repository, job.digest), job.digest, on_bytes)
+        chunks = _prefetch(blob)
+
+        def finish() -> int:
             for _ in chunks:  # what follows the end-of-archive marker still counts for the digest
                 pass
             blob.verify(job.size)
-            return writer.commit(bytes_read=blob.size), blob.size
+            return blob.size
+
+        listing = counted(tarstream.iter_entries(chunks, tarstream.compression_of(job.media_type)))
+        return write_listing(db, job.digest, listing, finish), blob.size
     finally:
         db.close()
+
+
+def write_listing(db, digest: str, entries: Iterable[tarstream.Entry], finish: Callable[[], int],
+                  listed_via: str = "stream") -> int:
+    """Store a layer's entries as they stream; return the entry count.
+
+    ``entries`` is consumed here (a caller may show each one as it passes);
+    then ``finish()`` must read the rest of the blob, check its digest (raise
+    on a mismatch) and return the number of blob bytes read. The rows commit
+    with the layer's ``indexed`` status only after that, in one transaction;
+    on any exception nothing of the layer is kept.
+    """
+    with store.LayerWriter(db, digest, listed_via=listed_via) as writer:
+        writer.add_many(entries)
+        bytes_read = finish()
+        return writer.commit(bytes_read=bytes_read)
+
+
+def record_image(db, ref: Reference, resolved: ResolvedImage) -> int:
+    """Record an image (and its attestation manifests, never indexed); return its id."""
+    image_id = store.upsert_image(db, ref, resolved.digest, resolved.media_type)
+    for platform in resolved.platforms:
+        if platform.attestation:
+            # Recorded so nobody mistakes it for an "unknown/unknown" image; never indexed.
+            store.upsert_platform(db, image_id, platform, None)
+    return image_id
+
+
+def record_platform(db, image_id: int, ref: Reference, image: PlatformImage) -> int:
+    """Record a platform image: its row, build steps and layer stack; return its id."""
+    platform_id = store.upsert_platform(db, image_id, image.platform, image)
+    store.replace_history(db, platform_id, image.history)
+    store.set_platform_layers(db, platform_id, image.layers, ref.registry, ref.repository)
+    return platform_id
 
 
 def _index_from_toc(db, client: RegistryClient, job: LayerJob, progress: Progress) -> tuple[int, int]:
@@ -234,7 +281,7 @@ class Indexer:
         "Record an image, its platforms, history and layer stacks; queue its new layers."
         client = self.client(ref.registry)
         resolved = resolve(client, ref)
-        image_id = store.upsert_image(self.db, ref, resolved.digest, resolved.media_type)
+        image_id = record_image(self.db, ref, resolved)
         self.summary.images += 1
         if not resolved.is_index:
             wanted = [resolved.platforms[0]]
@@ -242,17 +289,11 @@ class Indexer:
             wanted = resolved.real_platforms
         else:
             wanted = [select_platform(resolved, self.platform)]
-        for platform in resolved.platforms:
-            if platform.attestation:
-                # Recorded so nobody mistakes it for an "unknown/unknown" image; never indexed.
-                store.upsert_platform(self.db, image_id, platform, None)
         for platform in wanted:
             image = load_platform(client, resolved, platform)
             if self.platform and not resolved.is_index and not platform_matches(image.platform, self.platform):
                 self.progress.message(f"{ref.short}: single platform {image.platform}, not {self.platform}; indexing it anyway")
-            platform_id = store.upsert_platform(self.db, image_id, image.platform, image)
-            store.replace_history(self.db, platform_id, image.history)
-            store.set_platform_layers(self.db, platform_id, image.layers, ref.registry, ref.repository)
+            record_platform(self.db, image_id, ref, image)
             self.summary.platforms += 1
             for layer in image.layers:
                 self._queue_layer(layer, ref)

@@ -1,0 +1,181 @@
+"""File-name patterns shared by ``find``, ``export --match`` and ``extract``.
+
+The rules, in one place so every command agrees:
+
+* A pattern **without** ``/`` matches the file's name (its last path
+  component): ``*.pem``, ``id_rsa``, ``.env*``.
+* A pattern **with** ``/`` matches the whole path inside the image; a leading
+  ``/`` is optional (``/etc/passwd`` and ``etc/passwd`` are the same pattern)
+  and a trailing ``/`` is ignored.
+* Glob syntax: ``*`` any run of characters, ``?`` one character,
+  ``[abc]`` / ``[a-z]`` a set, ``[!abc]`` or ``[^abc]`` its complement. In
+  path patterns ``*`` and ``?`` also match ``/``, as in ``find -path`` and
+  SQLite's ``GLOB``: ``/etc/*`` matches ``etc/ssl/certs/ca.pem`` too. To match a
+  literal ``*``, ``?`` or ``[``, put it in a set: ``[*]``.
+* Matching is case-sensitive; ``ignore_case=True`` (``-i``) folds case.
+
+Paths given to the matcher are the normalised tar paths of ``tarstream.Entry``
+(no leading ``./`` or ``/``, no trailing ``/``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+GLOB_CHARS = frozenset("*?[")
+
+
+@dataclass(frozen=True)
+class Pattern:
+    text: str          # as the user typed it
+    glob: str          # normalised: no leading/trailing "/" in path mode
+    path_mode: bool    # True: matches the whole path; False: the file name
+    ignore_case: bool = False
+
+    @property
+    def is_literal(self) -> bool:
+        "True when the pattern has no glob characters (an exact name or path)."
+        return not (GLOB_CHARS & set(self.glob))
+
+    @property
+    def literal_path(self) -> str | None:
+        "The exact path this pattern names, when it names exactly one (case-sensitive path mode)."
+        if self.path_mode and self.is_literal and not self.ignore_case:
+            return self.glob
+        return None
+
+    def regex(self) -> re.Pattern:
+        flags = re.DOTALL | (re.IGNORECASE if self.ignore_case else 0)
+        return re.compile(translate(self.glob), flags)
+
+    def matches(self, path: str) -> bool:
+        return match_path(self.regex(), self.path_mode, path)
+
+    def sql_glob(self) -> tuple[str, str]:
+        """(column, GLOB pattern) for SQLite: column is "path" or "name".
+
+        SQLite's GLOB has the same rules (``*`` matches ``/``, case-sensitive,
+        ``[^...]`` negation). It cannot fold case: with ``ignore_case`` use
+        :func:`compile_patterns` as an SQL function instead.
+        """
+        glob = self.glob
+        out = []
+        i = 0
+        while i < len(glob):
+            c = glob[i]
+            if c == "[":
+                end = _set_end(glob, i)
+                if end is None:
+                    out.append("[[]")
+                else:
+                    body = glob[i + 1 : end]
+                    if body.startswith("!"):
+                        body = "^" + body[1:]
+                    out.append("[" + body + "]")
+                    i = end
+            else:
+                out.append(c)
+            i += 1
+        return ("path" if self.path_mode else "name", "".join(out))
+
+
+def parse_pattern(text: str, ignore_case: bool = False) -> Pattern:
+    "One pattern, normalised; ValueError for an empty one."
+    path_mode = "/" in text
+    glob = text.strip("/") if path_mode else text
+    if path_mode:
+        # "./etc/passwd" names the same path as "etc/passwd".
+        while glob.startswith("./"):
+            glob = glob[2:].lstrip("/")
+    if not glob:
+        raise ValueError(f"pattern {text!r} matches nothing (it is empty)")
+    return Pattern(text=text, glob=glob, path_mode=path_mode, ignore_case=ignore_case)
+
+
+def _set_end(glob: str, start: int) -> int | None:
+    "Index of the ``]`` closing the set opened at ``start``, or None when unclosed."
+    j = start + 1
+    if j < len(glob) and glob[j] in "!^":
+        j += 1
+    if j < len(glob) and glob[j] == "]":  # "[]abc]": a leading ] is a member
+        j += 1
+    while j < len(glob) and glob[j] != "]":
+        j += 1
+    return j if j < len(glob) else None
+
+
+def translate(glob: str) -> str:
+    "A glob to an anchored regular expression (``*`` and ``?`` match ``/``)."
+    out = []
+    i = 0
+    while i < len(glob):
+        c = glob[i]
+        if c == "*":
+            while i + 1 < len(glob) and glob[i + 1] == "*":
+                i += 1
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            end = _set_end(glob, i)
+            if end is None:
+                out.append(re.escape(c))
+            else:
+                body = glob[i + 1 : end]
+                negate = body[:1] in ("!", "^")
+                if negate:
+                    body = body[1:]
+                members = []
+                for k, ch in enumerate(body):
+                    if ch == "-" and 0 < k < len(body) - 1:
+                        members.append("-")
+                    elif ch in "\\^[]-":
+                        members.append("\\" + ch)
+                    else:
+                        members.append(ch)
+                out.append("[" + ("^" if negate else "") + "".join(members) + "]")
+                i = end
+        else:
+            out.append(re.escape(c))
+        i += 1
+    return "(?:" + "".join(out) + r")\Z"
+
+
+def match_path(regex: re.Pattern, path_mode: bool, path: str) -> bool:
+    if not path_mode:
+        path = path.rpartition("/")[2]
+    return regex.match(path) is not None
+
+
+def compile_patterns(patterns: Iterable[str | Pattern], ignore_case: bool = False) -> Callable[[str], bool]:
+    """A predicate ``matcher(path) -> bool``: True when any pattern matches.
+
+    Raises ValueError for an empty pattern or an empty list.
+    """
+    parsed = [p if isinstance(p, Pattern) else parse_pattern(p, ignore_case) for p in patterns]
+    if not parsed:
+        raise ValueError("no patterns given")
+
+    def alternation(items: list[Pattern]) -> re.Pattern | None:
+        if not items:
+            return None
+        return re.compile("|".join(("(?i:" if p.ignore_case else "(?:") + translate(p.glob) + ")" for p in items), re.DOTALL)
+
+    name_re = alternation([p for p in parsed if not p.path_mode])
+    path_re = alternation([p for p in parsed if p.path_mode])
+
+    def matcher(path: str) -> bool:
+        if path_re is not None and path_re.match(path):
+            return True
+        if name_re is not None and name_re.match(path.rpartition("/")[2]):
+            return True
+        return False
+
+    matcher.patterns = parsed  # type: ignore[attr-defined]
+    return matcher
+
+
+def parse_patterns(patterns: Iterable[str], ignore_case: bool = False) -> list[Pattern]:
+    return [parse_pattern(p, ignore_case) for p in patterns]

@@ -1,0 +1,766 @@
+"""The SQLite index: opening it, migrating it, and every write to it.
+
+This is the only module that writes SQL. Reads may live elsewhere
+(``query.py``); the schema and the semantics of its views are documented in
+``layerslayer.migrations``.
+
+Concurrency model: any number of processes (and threads, each with its own
+connection from :func:`open_db`) may index into the same file. Entries of a
+layer are staged in a TEMP table while the layer streams in, which takes no
+lock on the main database; the rows then move to the main tables in one short
+``BEGIN IMMEDIATE`` transaction together with the layer's ``indexed`` status,
+so a killed run never leaves a half-indexed layer. WAL mode lets readers
+(``find``, Datasette) run during indexing, and ``busy_timeout`` makes writers
+queue rather than fail.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import sqlite3
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
+
+import sqlite_utils
+
+from .errors import LayerslayerError
+from .migrations import ENTRY_TYPES, migrations
+
+__all__ = [
+    "NotAnIndex",
+    "open_db",
+    "upsert_image",
+    "upsert_platform",
+    "replace_history",
+    "set_platform_layers",
+    "layer_status",
+    "layers_to_index",
+    "layer_sources",
+    "LayerWriter",
+    "mark_layer_failed",
+    "schema_text",
+    "stats",
+    "optimize",
+    "path_text",
+    "path_from_row",
+    "TYPE_CODES",
+]
+
+BUSY_TIMEOUT_MS = 30_000
+CACHE_KIB = 65_536
+SQLITE_MAGIC = b"SQLite format 3\x00"
+
+#: ``entries.type`` code for each ``Entry.type``.
+TYPE_CODES = {name: code for code, name in enumerate(ENTRY_TYPES)}
+
+WHITEOUT_PREFIX = ".wh."
+OPAQUE_MARKER = ".wh..wh..opq"
+
+
+class NotAnIndex(LayerslayerError):
+    "The database file is missing, not SQLite, or not a layerslayer index."
+
+    exit_code = 2
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------
+# Opening
+
+
+def open_db(path, *, must_exist: bool = False) -> sqlite_utils.Database:
+    """Open (creating if needed) the index at ``path`` and migrate it.
+
+    WAL journal, ``busy_timeout`` 30 s, foreign keys on. Raises
+    :class:`NotAnIndex` - without writing a byte to the file - when ``path``
+    is not an SQLite database, is an SQLite database of something else (it
+    has tables but no layerslayer migrations record), or is missing while
+    ``must_exist`` is true. ``":memory:"`` gives a private in-memory index.
+    """
+    name = os.fspath(path)
+    memory = name == ":memory:"
+    if not memory:
+        if os.path.isdir(name):
+            raise NotAnIndex(f"{name} is a directory, not a layerslayer index")
+        if os.path.exists(name):
+            # Never open() and close() the file ourselves: closing *any*
+            # descriptor of a database file drops every POSIX lock this
+            # process holds on it, those of other threads' SQLite connections
+            # included - another process then checkpoints and deletes the WAL
+            # under them and their commits are lost ("How To Corrupt An SQLite
+            # Database", 2.2.1). SQLite itself checks the header below; only
+            # a stat() here. An empty file is an empty database; anything
+            # shorter than SQLite's smallest page is not a database at all.
+            try:
+                size = os.stat(name).st_size
+            except OSError as e:
+                raise NotAnIndex(f"Cannot read {name}: {e.strerror or e}") from None
+            if 0 < size < 512:
+                raise NotAnIndex(
+                    f"{name} is not a layerslayer index (not an SQLite database)"
+                )
+        elif must_exist:
+            raise NotAnIndex(
+                f"No layerslayer index at {name} (create one with `layerslayer index`)"
+            )
+    try:
+        db = sqlite_utils.Database(name)
+    except sqlite3.Error as e:
+        raise NotAnIndex(f"Cannot open {name}: {e}") from None
+    conn = db.conn
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        # Staged layers live in memory (a few MB per 100k entries), and a
+        # bigger page cache keeps the path indexes hot while indexing.
+        conn.execute("PRAGMA temp_store = MEMORY")
+        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        _check_is_ours(conn, name)
+        if not memory:
+            conn.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL never corrupts the index; a power cut may
+            # lose the last layers committed, which the next run redoes.
+            conn.execute("PRAGMA synchronous = NORMAL")
+        if migrations.pending(db):
+            _apply_migrations(db)
+    except NotAnIndex:
+        conn.close()
+        raise
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise NotAnIndex(f"{name} is not a usable layerslayer index: {e}") from None
+    return db
+
+
+def _check_is_ours(conn: sqlite3.Connection, name: str) -> None:
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.DatabaseError as e:
+        if "file is not a database" in str(e):
+            raise NotAnIndex(f"{name} is not a layerslayer index (not an SQLite database)") from None
+        raise NotAnIndex(f"{name} is not a layerslayer index ({e})") from None
+    if not tables:
+        return  # a new, empty database: ours to initialise
+    if migrations.migrations_table in tables:
+        row = conn.execute(
+            f"SELECT 1 FROM [{migrations.migrations_table}] WHERE migration_set = ? LIMIT 1",
+            [migrations.name],
+        ).fetchone()
+        if row:
+            return
+    raise NotAnIndex(
+        f"{name} is an SQLite database but not a layerslayer index; refusing to modify it"
+    )
+
+
+def _apply_migrations(db: sqlite_utils.Database) -> None:
+    # Serialise concurrent first opens: take the write lock, then apply what
+    # is still pending (another process may have migrated meanwhile).
+    # Migrations.apply() nests its per-migration transactions as savepoints.
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        migrations.apply(db)
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+@contextmanager
+def _write(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
+    """One ``BEGIN IMMEDIATE`` transaction (or a savepoint inside the caller's)."""
+    conn = db.conn
+    if conn.in_transaction:
+        with db.atomic():
+            yield conn
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+# --------------------------------------------------------------------------
+# Text that SQLite can store
+
+
+def path_text(path: str) -> tuple[str, bytes | None]:
+    """``(display text, original bytes or None)`` for a surrogateescape'd str.
+
+    Valid UTF-8 names come back unchanged with ``None``; others get every
+    undecodable byte written as ``\\xNN`` and their exact bytes.
+    """
+    if path.isascii():
+        return path, None
+    try:
+        path.encode("utf-8")
+        return path, None
+    except UnicodeEncodeError:
+        raw = path.encode("utf-8", "surrogateescape")
+        return raw.decode("utf-8", "backslashreplace"), raw
+
+
+def path_from_row(path: str, path_bytes: bytes | None) -> str:
+    "The inverse of :func:`path_text`: the str ``Entry.path`` had (surrogateescape)."
+    if path_bytes is None:
+        return path
+    return bytes(path_bytes).decode("utf-8", "surrogateescape")
+
+
+def _text(value) -> str:
+    if value is None:
+        return ""
+    if value.__class__ is not str:
+        value = str(value)
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+# --------------------------------------------------------------------------
+# Images, platforms, history, stacks
+
+
+def upsert_image(db, ref, digest: str, media_type: str | None) -> int:
+    """Record ``ref`` resolved to ``digest``; return ``images.id``.
+
+    One row per (registry, repository, tag, digest): a tag that moves to a new
+    digest gets a new row and the old one stays, as history.
+    """
+    registry = ref.registry
+    repository = ref.repository
+    tag = getattr(ref, "tag", None)
+    display = getattr(ref, "short", None) or getattr(ref, "display", None) or str(ref)
+    with _write(db) as conn:
+        row = conn.execute(
+            "SELECT id FROM images WHERE registry = ? AND repository = ? "
+            "AND tag IS ? AND digest = ?",
+            [registry, repository, tag, digest],
+        ).fetchone()
+        if row:
+            conn.execute(
+                "UPDATE images SET reference = ?, media_type = coalesce(?, media_type), "
+                "indexed_at = ? WHERE id = ?",
+                [display, media_type, _now(), row[0]],
+            )
+            return row[0]
+        cur = conn.execute(
+            "INSERT INTO images (registry, repository, tag, reference, digest, "
+            "media_type, indexed_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [registry, repository, tag, display, digest, media_type, _now()],
+        )
+        return cur.lastrowid
+
+
+def _attr(obj, name, default=None):
+    return getattr(obj, name, default) if obj is not None else default
+
+
+def upsert_platform(db, image_id: int, platform, platform_image=None) -> int:
+    """Record one manifest of an image; return ``platforms.id``.
+
+    ``platform`` is an ``image.PlatformInfo``; ``platform_image`` (an
+    ``image.PlatformImage``, or None for attestations and platforms not
+    loaded) adds the config digest and creation time.
+    """
+    manifest_digest = _attr(platform_image, "manifest_digest") or platform.digest
+    config_digest = _attr(platform_image, "config_digest")
+    created = _attr(platform_image, "created")
+    if created is not None and not isinstance(created, str):
+        created = str(created)
+    attestation = 1 if _attr(platform, "attestation", False) else 0
+    values = {
+        "media_type": _attr(platform, "media_type"),
+        "os": _attr(platform, "os"),
+        "architecture": _attr(platform, "architecture"),
+        "variant": _attr(platform, "variant"),
+        "platform": str(platform),
+        "config_digest": config_digest,
+        "created": created,
+        "attestation": attestation,
+    }
+    with _write(db) as conn:
+        row = conn.execute(
+            "SELECT id FROM platforms WHERE image_id = ? AND manifest_digest = ?",
+            [image_id, manifest_digest],
+        ).fetchone()
+        if row:
+            conn.execute(
+                "UPDATE platforms SET media_type = coalesce(:media_type, media_type), "
+                "os = :os, architecture = :architecture, variant = :variant, "
+                "platform = :platform, config_digest = coalesce(:config_digest, config_digest), "
+                "created = coalesce(:created, created), attestation = :attestation "
+                "WHERE id = :id",
+                {**values, "id": row[0]},
+            )
+            return row[0]
+        cur = conn.execute(
+            "INSERT INTO platforms (image_id, manifest_digest, media_type, os, "
+            "architecture, variant, platform, config_digest, created, attestation) "
+            "VALUES (:image_id, :manifest_digest, :media_type, :os, :architecture, "
+            ":variant, :platform, :config_digest, :created, :attestation)",
+            {**values, "image_id": image_id, "manifest_digest": manifest_digest},
+        )
+        return cur.lastrowid
+
+
+def replace_history(db, platform_id: int, steps) -> None:
+    "Replace the config history of a platform with ``steps`` (``image.HistoryStep``)."
+    rows = []
+    for i, step in enumerate(steps):
+        created = _attr(step, "created")
+        rows.append(
+            (
+                platform_id,
+                _attr(step, "index", i) if _attr(step, "index") is not None else i,
+                None if created is None else str(created),
+                _attr(step, "created_by"),
+                _attr(step, "comment"),
+                1 if _attr(step, "empty_layer", False) else 0,
+                _attr(step, "layer_index"),
+            )
+        )
+    with _write(db) as conn:
+        conn.execute("DELETE FROM history WHERE platform_id = ?", [platform_id])
+        conn.executemany(
+            "INSERT INTO history (platform_id, position, created, created_by, comment, "
+            "empty_layer, layer_position) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+
+def _split_registry_repo(registry_repo) -> tuple[str, str] | None:
+    if not registry_repo:
+        return None
+    if isinstance(registry_repo, (tuple, list)):
+        return tuple(registry_repo)  # type: ignore[return-value]
+    registry, _, repository = str(registry_repo).partition("/")
+    if not repository:
+        raise ValueError(f"expected 'registry/repository', got {registry_repo!r}")
+    return registry, repository
+
+
+def set_platform_layers(db, platform_id: int, layers, registry, repository=None) -> list[int]:
+    """Set the ordered layer stack of a platform; return the ``layers.id`` list.
+
+    Ensures a ``layers`` row per digest: new ones are ``pending``, or
+    ``foreign`` for non-distributable layers; existing rows keep their status
+    (an ``indexed`` layer is never touched) except that a layer known only as
+    foreign becomes ``pending`` once a distributable descriptor names it.
+    ``registry`` and ``repository`` (or one "registry/repository" string)
+    are remembered in ``layer_sources`` as a place to fetch the blobs from.
+    """
+    source = (registry, repository) if repository else _split_registry_repo(registry)
+    ids = []
+    with _write(db) as conn:
+        for layer in layers:
+            urls = _attr(layer, "urls")
+            status = "foreign" if _attr(layer, "foreign", False) else "pending"
+            conn.execute(
+                "INSERT INTO layers (digest, media_type, size, urls, status) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (digest) DO UPDATE SET "
+                "media_type = coalesce(layers.media_type, excluded.media_type), "
+                "size = coalesce(layers.size, excluded.size), "
+                "urls = coalesce(layers.urls, excluded.urls), "
+                "status = CASE WHEN layers.status = 'foreign' AND excluded.status = 'pending' "
+                "THEN 'pending' ELSE layers.status END",
+                [
+                    layer.digest,
+                    _attr(layer, "media_type"),
+                    _attr(layer, "size"),
+                    json.dumps(list(urls)) if urls else None,
+                    status,
+                ],
+            )
+            ids.append(
+                conn.execute("SELECT id FROM layers WHERE digest = ?", [layer.digest]).fetchone()[0]
+            )
+        conn.execute("DELETE FROM platform_layers WHERE platform_id = ?", [platform_id])
+        conn.executemany(
+            "INSERT INTO platform_layers (platform_id, position, layer_id) VALUES (?, ?, ?)",
+            [(platform_id, position, layer_id) for position, layer_id in enumerate(ids)],
+        )
+        if source:
+            conn.executemany(
+                "INSERT OR IGNORE INTO layer_sources (layer_id, registry, repository) "
+                "VALUES (?, ?, ?)",
+                [(layer_id, *source) for layer_id in dict.fromkeys(ids)],
+            )
+    return ids
+
+
+# --------------------------------------------------------------------------
+# Layer status
+
+
+def layer_status(db, digest: str) -> str | None:
+    "``pending`` | ``indexed`` | ``failed`` | ``foreign``, or None if unknown."
+    row = db.execute("SELECT status FROM layers WHERE digest = ?", [digest]).fetchone()
+    return row[0] if row else None
+
+
+def layers_to_index(db, digests: Iterable[str], *, include_foreign: bool = False) -> list[str]:
+    """The digests (in order, without repeats) that still need indexing.
+
+    That is every digest not ``indexed``: ``pending``, ``failed`` (retried)
+    and unknown ones; ``foreign`` ones only with ``include_foreign``.
+    """
+    wanted = list(dict.fromkeys(digests))
+    status: dict[str, str] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        marks = ",".join("?" * len(chunk))
+        for digest, st in db.execute(
+            f"SELECT digest, status FROM layers WHERE digest IN ({marks})", chunk
+        ):
+            status[digest] = st
+    skip = {"indexed"} if include_foreign else {"indexed", "foreign"}
+    return [d for d in wanted if status.get(d) not in skip]
+
+
+def layer_sources(db, digest: str) -> list[tuple[str, str]]:
+    "(registry, repository) pairs the blob ``digest`` was seen in."
+    return [
+        (r[0], r[1])
+        for r in db.execute(
+            "SELECT s.registry, s.repository FROM layer_sources s "
+            "JOIN layers l ON l.id = s.layer_id WHERE l.digest = ? "
+            "ORDER BY s.registry, s.repository",
+            [digest],
+        )
+    ]
+
+
+def mark_layer_failed(db, digest: str, error: str) -> None:
+    """Record that indexing ``digest`` failed (it is retried on the next run).
+
+    An ``indexed`` layer stays indexed.
+    """
+    with _write(db) as conn:
+        conn.execute(
+            "INSERT INTO layers (digest, status, error) VALUES (?, 'failed', ?) "
+            "ON CONFLICT (digest) DO UPDATE SET status = 'failed', error = excluded.error "
+            "WHERE layers.status != 'indexed'",
+            [digest, str(error)],
+        )
+
+
+# --------------------------------------------------------------------------
+# Entries
+
+
+# The stage holds one row per entry, in tar order (rowid - 1 = position).
+# ``tw`` packs type code | whiteout code << 3 and ``dev`` packs
+# devmajor << 32 | devminor: fewer parameters to bind per row.
+_STAGE_COLUMNS = (
+    "path TEXT, path_bytes BLOB, name TEXT, tw INTEGER, size INTEGER, mode INTEGER, "
+    "uid INTEGER, gid INTEGER, uname TEXT, gname TEXT, mtime REAL, linkname TEXT, "
+    "dev INTEGER, off INTEGER, header_size INTEGER"
+)
+_STAGE_INSERT = "INSERT INTO {} VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+
+_stage_counter = 0
+
+
+class LayerWriter:
+    """Stage a layer's entries, then commit them atomically.
+
+    ::
+
+        with LayerWriter(db, digest, "stream") as writer:
+            for entry in iter_entries(chunks):
+                writer.add(entry)
+            writer.commit(bytes_read=n)
+
+    ``add()`` appends to a TEMP table in batches of ``batch_size`` rows
+    (``executemany``), taking no lock on the index. ``commit()`` runs one
+    ``BEGIN IMMEDIATE`` transaction: new distinct paths, their FTS rows, the
+    entries, and the layer's ``indexed`` status. If another process indexed the
+    layer meanwhile, the staged rows are dropped and ``skipped`` is set.
+    Leaving the ``with`` block without ``commit()`` (an exception, a
+    cancelled download) discards everything staged: the layer stays as it was.
+
+    Entries are duck-typed ``tarstream.Entry`` objects (``path``, ``type``,
+    ``size``, ``mode``, ``uid``, ``gid``, ``uname``, ``gname``, ``mtime``,
+    ``linkname``, ``devmajor``, ``devminor``, ``offset``, ``data_offset``); the
+    whiteout kind is derived from the basename of ``path``. A connection must
+    not be shared by threads writing at the same time: give each worker thread
+    its own :func:`open_db`.
+    """
+
+    def __init__(self, db, digest: str, listed_via: str = "stream", *, batch_size: int = 20_000):
+        global _stage_counter
+        _stage_counter += 1
+        self.db = db
+        self.conn: sqlite3.Connection = db.conn
+        self.digest = digest
+        self.listed_via = listed_via
+        self.batch_size = batch_size
+        self.count = 0
+        self.skipped = False
+        self.committed = False
+        self._closed = False
+        self._batch: list[tuple] = []
+        self._stage = f"temp.layerslayer_stage_{os.getpid()}_{_stage_counter}"
+        self._run(f"CREATE TEMP TABLE {self._stage[5:]} ({_STAGE_COLUMNS})")
+
+    # -- context manager
+    def __enter__(self) -> "LayerWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if not self._closed:
+            self.discard()
+
+    # -- staging
+    def _run(self, sql: str, params: Any = None, many: bool = False) -> None:
+        # Statements on the TEMP table: commit the implicit transaction the
+        # sqlite3 module opens, so nothing stays open between batches.
+        conn = self.conn
+        outer = conn.in_transaction
+        if many:
+            conn.executemany(sql, params)
+        elif params is None:
+            conn.execute(sql)
+        else:
+            conn.execute(sql, params)
+        if not outer and conn.in_transaction:
+            conn.commit()
+
+    def add(self, entry) -> None:
+        "Stage one entry."
+        self.add_many((entry,))
+
+    def add_many(self, entries: Iterable) -> None:
+        "Stage entries (any iterable; consumed lazily)."
+        if self._closed:
+            raise RuntimeError("LayerWriter is closed")
+        batch = self._batch
+        append = batch.append
+        count = self.count
+        limit = self.batch_size
+        codes = TYPE_CODES
+        for e in entries:
+            path = e.path
+            path_bytes = None
+            if not path.isascii():
+                path, path_bytes = path_text(path)
+            name = path[path.rfind("/") + 1 :]
+            tw = codes[e.type]
+            if name[:4] == WHITEOUT_PREFIX:
+                tw |= 16 if name == OPAQUE_MARKER else 8
+            dev = 0
+            if tw == 4 or tw == 5:
+                dev = (e.devmajor << 32) | e.devminor
+            uname = e.uname
+            gname = e.gname
+            linkname = e.linkname
+            if not (uname.isascii() and gname.isascii() and linkname.isascii()):
+                uname, gname, linkname = _text(uname), _text(gname), _text(linkname)
+            offset = e.offset
+            append(
+                (
+                    path,
+                    path_bytes,
+                    name,
+                    tw,
+                    e.size,
+                    e.mode,
+                    e.uid,
+                    e.gid,
+                    uname,
+                    gname,
+                    e.mtime,
+                    linkname,
+                    dev,
+                    offset,
+                    e.data_offset - offset,
+                )
+            )
+            count += 1
+            if len(batch) >= limit:
+                self.count = count
+                self._flush()
+        self.count = count
+
+    def _flush(self) -> None:
+        if self._batch:
+            self._run(_STAGE_INSERT.format(self._stage), self._batch, many=True)
+            self._batch.clear()
+
+    # -- finishing
+    def commit(self, bytes_read: int | None = None) -> int:
+        """Move the staged rows into the index; return the layer's entry count.
+
+        A no-op (``skipped`` = True, returning the recorded count) when the
+        layer is already ``indexed``.
+        """
+        if self._closed:
+            raise RuntimeError("LayerWriter is closed")
+        self._flush()
+        conn = self.conn
+        if conn.in_transaction:
+            raise RuntimeError("LayerWriter.commit() needs a connection without an open transaction")
+        stage = self._stage
+        # Every row below comes from a join with its parents, so foreign key
+        # checks would only cost two lookups per entry; they are off for the
+        # transaction (the pragma is a no-op inside one) and back on after.
+        conn.execute("PRAGMA foreign_keys = OFF")
+        try:
+            return self._commit(conn, stage, bytes_read)
+        finally:
+            conn.execute("PRAGMA foreign_keys = ON")
+
+    def _commit(self, conn: sqlite3.Connection, stage: str, bytes_read: int | None) -> int:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = conn.execute(
+                "SELECT id, status, entries FROM layers WHERE digest = ?", [self.digest]
+            ).fetchone()
+            if row and row[1] == "indexed":
+                conn.execute("ROLLBACK")
+                self.skipped = True
+                self._drop()
+                return row[2] or 0
+            if row:
+                layer_id = row[0]
+            else:
+                layer_id = conn.execute(
+                    "INSERT INTO layers (digest, status) VALUES (?, 'pending')", [self.digest]
+                ).lastrowid
+            before = conn.execute("SELECT ifnull(max(id), 0) FROM paths").fetchone()[0]
+            # New distinct paths; on existing ones, only record a new kind
+            # (dir / non-dir) - which fires paths_kinds_changed when needed.
+            conn.execute(
+                "INSERT INTO paths (path, path_bytes, name, kinds) "
+                "SELECT path, path_bytes, name, CASE tw & 7 WHEN 0 THEN 1 ELSE 2 END "
+                f"FROM {stage} WHERE true "
+                "ON CONFLICT DO UPDATE SET kinds = kinds | excluded.kinds "
+                "WHERE (kinds | excluded.kinds) != kinds"
+            )
+            conn.execute(
+                "INSERT INTO paths_fts (rowid, path) SELECT id, path FROM paths WHERE id > ?",
+                [before],
+            )
+            conn.execute(
+                "INSERT INTO entries (layer_id, position, path_id, type, size, mode, uid, gid, "
+                'uname, gname, mtime, linkname, devmajor, devminor, whiteout, "offset", '
+                "header_size) "
+                "SELECT ?, s.rowid - 1, p.id, s.tw & 7, s.size, s.mode, s.uid, s.gid, "
+                "s.uname, s.gname, s.mtime, s.linkname, s.dev >> 32, s.dev & 4294967295, "
+                "CASE WHEN s.tw BETWEEN 1 AND 7 AND p.kinds = 3 THEN 3 ELSE s.tw >> 3 END, "
+                "s.off, s.header_size "
+                f"FROM {stage} s JOIN paths p ON p.path = s.path "
+                "AND ifnull(p.path_bytes, x'') = ifnull(s.path_bytes, x'') "
+                "ORDER BY s.rowid",
+                [layer_id],
+            )
+            conn.execute(
+                "UPDATE layers SET status = 'indexed', entries = ?, listed_via = ?, "
+                "bytes_read = ?, indexed_at = ?, error = NULL WHERE id = ?",
+                [self.count, self.listed_via, bytes_read, _now(), layer_id],
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+        self.committed = True
+        self._drop()
+        return self.count
+
+    def discard(self) -> None:
+        "Drop everything staged; the index is left as it was."
+        self._batch.clear()
+        if not self._closed:
+            if self.conn.in_transaction and not self.committed:
+                # Never leave a half-done commit behind.
+                try:
+                    self.conn.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass
+            self._drop()
+
+    def _drop(self) -> None:
+        self._closed = True
+        try:
+            self._run(f"DROP TABLE IF EXISTS {self._stage}")
+        except sqlite3.Error:
+            pass
+
+
+# --------------------------------------------------------------------------
+# Reporting
+
+
+_FTS_SHADOW_SUFFIXES = ("_data", "_idx", "_docsize", "_config", "_content")
+
+
+def schema_text(db) -> str:
+    """The schema as SQL: each table followed by its indexes and triggers,
+    then the views, in creation order. FTS shadow tables, SQLite's internal
+    tables and the migrations bookkeeping table are left out."""
+    rows = db.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master "
+        "WHERE sql IS NOT NULL ORDER BY rowid"
+    ).fetchall()
+    fts = {r[1] for r in rows if r[0] == "table" and "VIRTUAL TABLE" in r[3].upper()}
+    skip = {migrations.migrations_table}
+
+    def hidden(table_name: str) -> bool:
+        if table_name in skip or table_name.startswith("sqlite_"):
+            return True
+        return any(
+            table_name == f + suffix for f in fts for suffix in _FTS_SHADOW_SUFFIXES
+        )
+
+    out = []
+    for type_, name, tbl, sql in rows:
+        if type_ != "table" or hidden(name):
+            continue
+        out.append(sql.strip() + ";")
+        for t2, n2, tbl2, sql2 in rows:
+            if t2 in ("index", "trigger") and tbl2 == name:
+                out.append(sql2.strip() + ";")
+    for type_, name, tbl, sql in rows:
+        if type_ == "view":
+            out.append(sql.strip() + ";")
+    return "\n\n".join(out) + "\n"
+
+
+def stats(db) -> dict[str, int]:
+    """Counts for a summary line: images, platforms (not attestations),
+    layers (all / indexed / failed), files (entry rows) and distinct paths."""
+    one = lambda sql: db.execute(sql).fetchone()[0] or 0  # noqa: E731
+    return {
+        "images": one("SELECT count(*) FROM images"),
+        "platforms": one("SELECT count(*) FROM platforms WHERE attestation = 0"),
+        "layers": one("SELECT count(*) FROM layers"),
+        "layers_indexed": one("SELECT count(*) FROM layers WHERE status = 'indexed'"),
+        "layers_failed": one("SELECT count(*) FROM layers WHERE status = 'failed'"),
+        "files": one("SELECT sum(entries) FROM layers WHERE status = 'indexed'"),
+        "paths": one("SELECT max(id) FROM paths"),
+    }
+
+
+def optimize(db) -> None:
+    """Refresh the query planner's statistics (cheap, approximate ANALYZE).
+
+    Worth running once at the end of an indexing run."""
+    db.execute("PRAGMA analysis_limit = 1000")
+    db.execute("ANALYZE")

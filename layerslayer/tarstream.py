@@ -1,0 +1,992 @@
+"""Streaming decompression and tar header parsing.
+
+The hot path of layerslayer: a layer blob arrives as ~1 MiB chunks, is
+inflated (isal for gzip, zstandard for zstd) into bounded decompressed
+chunks, and a hand-written 512-byte header parser turns the tar stream into
+:class:`Entry` records while skipping file contents without copying them.
+
+Nothing here does I/O: callers pass any iterable of ``bytes``::
+
+    for entry in iter_entries(client.iter_blob(repo, digest), compression_of(media_type)):
+        ...
+
+    reader = TarReader(decompress(chunks, "gzip"))
+    for entry in reader:
+        if entry.path == "etc/passwd":
+            data = reader.read()          # or reader.iter_content()
+
+Notes for callers:
+
+* ``Entry.mtime`` is an ``int`` for header times and a ``float`` only when a
+  pax record carries a fractional time.
+* Paths that are not UTF-8 keep their bytes as surrogate escapes:
+  ``os.fsencode(entry.path)`` gives the original name back.
+* ``offset`` is where the entry's first header is (its pax / GNU long-name
+  header when it has one, as ``tarfile`` reports), ``data_offset`` where its
+  content starts, both in the uncompressed tar stream.
+* The magic bytes win over a declared compression (mislabelled layers exist).
+* Iteration consumes the input to its end (``TarReader(drain=True)``), so a
+  caller hashing the raw chunks has seen the whole blob when it finishes.
+
+Hostile input is expected (layers come from anywhere): every limit below is
+a module constant and every failure is a :class:`TarError` whose message is
+one line.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import isal.igzip_lib as _igzip_lib
+import zstandard
+
+from .errors import LayerslayerError
+
+__all__ = [
+    "Entry",
+    "TarError",
+    "TarReader",
+    "compression_of",
+    "decompress",
+    "iter_entries",
+    "normalize_path",
+    "sniff_compression",
+    "MAX_EXTENSION_SIZE",
+    "MAX_EXTENSION_CHAIN",
+    "MAX_ENTRY_SIZE",
+    "RATIO_CHECK_AFTER",
+    "MAX_RATIO",
+    "OUTPUT_CHUNK_SIZE",
+]
+
+# --- limits (hostile input) -------------------------------------------------
+
+#: Largest pax extended header / GNU long name or long link data accepted.
+MAX_EXTENSION_SIZE = 1 << 20
+#: Most extension headers (pax x/g, GNU L/K) allowed in a row before an entry.
+MAX_EXTENSION_CHAIN = 32
+#: Largest entry size believed (1 TiB); anything bigger is a corrupt header.
+MAX_ENTRY_SIZE = 1 << 40
+#: The decompression-ratio guard only looks once this much has been inflated.
+RATIO_CHECK_AFTER = 256 << 20
+#: Inflated/compressed ratio above which a stream is treated as a bomb.
+MAX_RATIO = 1000
+#: Upper bound of each decompressed chunk handed to the tar parser.
+OUTPUT_CHUNK_SIZE = 256 << 10  # small enough to stay in L2 while the parser reads it
+
+
+class TarError(LayerslayerError):
+    "Corrupt or hostile layer data: not a tar, bad compression, a limit exceeded."
+
+
+@dataclass(slots=True)
+class Entry:
+    """One tar entry (a file, directory, link, device or fifo) of a layer."""
+
+    path: str
+    type: str  # "file" | "dir" | "symlink" | "hardlink" | "char" | "block" | "fifo"
+    size: int = 0
+    mode: int = 0
+    uid: int = 0
+    gid: int = 0
+    uname: str = ""
+    gname: str = ""
+    mtime: float = 0.0
+    linkname: str = ""
+    devmajor: int = 0
+    devminor: int = 0
+    offset: int = 0
+    data_offset: int = 0
+    absolute: bool = False  # the member name started with "/" (extract refuses such entries)
+
+    @property
+    def whiteout(self) -> bool:
+        "True for overlay whiteouts: the basename starts with ``.wh.``."
+        return self.path.rpartition("/")[2].startswith(".wh.")
+
+    @property
+    def opaque(self) -> bool:
+        "True for the opaque-directory marker ``.wh..wh..opq``."
+        return self.path.rpartition("/")[2] == ".wh..wh..opq"
+
+
+# --- compression ------------------------------------------------------------
+
+_GZIP_MAGIC = b"\x1f\x8b"
+_IgzipDecompressor = _igzip_lib.IgzipDecompressor
+_DECOMP_GZIP = _igzip_lib.DECOMP_GZIP
+_GZIP_FEED = 64 << 10  # compressed bytes per decompress() call
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def compression_of(media_type: str | None) -> str:
+    """Map a layer media type to "gzip", "zstd", "none" or "auto"."""
+    mt = (media_type or "").split(";", 1)[0].strip().lower()
+    if mt.endswith(("+gzip", ".gzip", "+gz", ".tgz", "tar.gz", "/gzip", "/x-gzip")):
+        return "gzip"
+    if mt.endswith(("+zstd", ".zstd", "tar.zst", "/zstd")):
+        return "zstd"
+    if mt.endswith((".tar", "/x-tar", "/tar")) or mt.endswith("layer.v1.tar"):
+        return "none"
+    return "auto"
+
+
+def sniff_compression(head: bytes) -> str:
+    """Guess the compression from the first bytes of a blob."""
+    if head[:2] == _GZIP_MAGIC:
+        return "gzip"
+    if head[:4] == _ZSTD_MAGIC:
+        return "zstd"
+    if len(head) >= 4 and head[1:4] == b"\x2a\x4d\x18" and head[0] & 0xF0 == 0x50:
+        return "zstd"  # starts with a skippable frame (zstd:chunked metadata)
+    return "none"
+
+
+def decompress(chunks: Iterable[bytes], compression: str = "auto") -> Iterator[bytes]:
+    """Yield the decompressed bytes of a blob given as compressed chunks.
+
+    ``compression`` is "gzip", "zstd", "none" or "auto". The magic bytes are
+    always checked: when they contradict the declared compression (registries
+    do mislabel layers), the sniffed compression wins. Chunks yielded are at
+    most :data:`OUTPUT_CHUNK_SIZE` bytes, so a bomb never materialises a big
+    buffer; the inflated/compressed ratio is guarded (:data:`MAX_RATIO`).
+    """
+    if compression not in ("auto", "gzip", "zstd", "none"):
+        raise ValueError(f"unknown compression {compression!r}")
+    it = iter(chunks)
+    pending: list[bytes] = []
+    have = 0
+    for chunk in it:
+        if chunk:
+            pending.append(chunk)
+            have += len(chunk)
+            if have >= 4:
+                break
+    if not pending:
+        return iter(())
+    head = b"".join(pending)[:4] if len(pending) > 1 else pending[0][:4]
+    sniffed = sniff_compression(head)
+    kind = compression
+    if kind == "auto" or kind != sniffed:
+        kind = sniffed
+    source = itertools.chain(pending, it)
+    if kind == "gzip":
+        return _gunzip(source)
+    if kind == "zstd":
+        return _unzstd(source)
+    return _passthrough(source)
+
+
+def _passthrough(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    for chunk in chunks:
+        if chunk:
+            yield chunk
+
+
+def _bomb(inflated: int, consumed: int) -> TarError:
+    return TarError(
+        f"decompression ratio exceeds {MAX_RATIO}:1 (gzip bomb?) "
+        f"after {inflated} bytes inflated from {consumed}"
+    )
+
+
+def _gunzip(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Inflate a (possibly multi-member) gzip stream with isal.
+
+    Input is fed in slices of :data:`_GZIP_FEED` bytes (memoryviews, no
+    copies) so the ratio guard knows closely how much input produced the
+    output; output comes in pieces of at most :data:`OUTPUT_CHUNK_SIZE`.
+    """
+    new = _IgzipDecompressor
+    flag = _DECOMP_GZIP
+    error = _igzip_lib.IsalError
+    feed = _GZIP_FEED
+    out_max = OUTPUT_CHUNK_SIZE
+    check_after = RATIO_CHECK_AFTER
+    max_ratio = MAX_RATIO
+    d = new(flag=flag)
+    in_member = False  # bytes of the current member have been fed
+    garbage = False  # trailing non-gzip data after a complete member: ignored (as gzip -d does)
+    consumed = 0
+    total_out = 0
+    members = 0
+    for chunk in chunks:
+        if garbage or not chunk:
+            continue
+        view = memoryview(chunk)
+        start = 0
+        end = len(chunk)
+        while start < end:
+            data = view[start : start + feed]
+            start += len(data)
+            while True:
+                if not in_member:
+                    if data[0] == 0:  # zero padding after a member
+                        data = memoryview(bytes(data).lstrip(b"\0"))
+                        if not data:
+                            break
+                    if members and data[0] != 0x1F:
+                        garbage = True
+                        start = end
+                        break
+                    in_member = True
+                consumed += len(data)
+                try:
+                    out = d.decompress(data, out_max)
+                    while True:
+                        if out:
+                            total_out += len(out)
+                            if total_out > check_after and total_out > max_ratio * consumed:
+                                raise _bomb(total_out, consumed)
+                            yield out
+                        if d.eof or d.needs_input:
+                            break
+                        out = d.decompress(b"", out_max)
+                except error as e:
+                    raise TarError(f"corrupt gzip data: {_one_line(e)}") from None
+                if not d.eof:
+                    break
+                members += 1
+                data = d.unused_data
+                consumed -= len(data)
+                d = new(flag=flag)
+                in_member = False
+                if not data:
+                    break
+    if in_member:
+        raise TarError("truncated gzip stream: the blob ends in the middle of compressed data")
+
+
+# zstd frame walking: the zstandard stream reader silently stops at a
+# truncated frame, so the compressed bytes are followed frame by frame
+# (headers only, block contents are skipped) to know whether the input
+# ended on a frame boundary.
+_ZS_MAGIC, _ZS_SKIPSIZE, _ZS_FHD, _ZS_BLOCK = range(4)
+_DID_SIZES = (0, 1, 2, 4)
+
+
+class _ZstdSource:
+    "File-like view of an iterator of compressed chunks for zstandard's stream_reader."
+
+    __slots__ = ("_it", "_buf", "_pos", "consumed", "_state", "_need", "_pending", "_skip", "_checksum")
+
+    def __init__(self, chunks: Iterable[bytes]):
+        self._it = iter(chunks)
+        self._buf = b""
+        self._pos = 0
+        self.consumed = 0
+        self._state = _ZS_MAGIC
+        self._need = 4
+        self._pending = b""
+        self._skip = 0
+        self._checksum = 0
+
+    def read(self, size: int = -1) -> bytes:
+        buf = self._buf
+        if self._pos >= len(buf):
+            for chunk in self._it:
+                if chunk:
+                    buf = self._buf = bytes(chunk) if not isinstance(chunk, bytes) else chunk
+                    self._pos = 0
+                    break
+            else:
+                self._buf = b""
+                self._pos = 0
+                return b""
+        pos = self._pos
+        if size is None or size < 0 or size >= len(buf) - pos:
+            piece = buf[pos:] if pos else buf
+            self._buf = b""
+            self._pos = 0
+        else:
+            piece = buf[pos : pos + size]
+            self._pos = pos + size
+        self.consumed += len(piece)
+        self._walk(piece)
+        return piece
+
+    def at_boundary(self) -> bool:
+        return self._state == _ZS_MAGIC and not self._pending and not self._skip
+
+    def _walk(self, data: bytes) -> None:
+        pos = 0
+        n = len(data)
+        while pos < n:
+            if self._skip:
+                step = min(self._skip, n - pos)
+                self._skip -= step
+                pos += step
+                continue
+            want = self._need - len(self._pending)
+            piece = data[pos : pos + want]
+            pos += len(piece)
+            if len(piece) < want:
+                self._pending += piece
+                return
+            field = self._pending + piece if self._pending else piece
+            self._pending = b""
+            self._advance(field, self.consumed - n + pos - len(field))
+
+    def _advance(self, field: bytes, offset: int) -> None:
+        state = self._state
+        if state == _ZS_BLOCK:
+            h = int.from_bytes(field, "little")
+            btype = (h >> 1) & 3
+            if btype == 3:
+                raise TarError("corrupt zstd data: reserved block type")
+            self._skip = 1 if btype == 1 else h >> 3
+            if h & 1:  # last block of the frame
+                self._skip += 4 if self._checksum else 0
+                self._state, self._need = _ZS_MAGIC, 4
+        elif state == _ZS_MAGIC:
+            magic = int.from_bytes(field, "little")
+            if magic == 0xFD2FB528:
+                self._state, self._need = _ZS_FHD, 1
+            elif magic & 0xFFFFFFF0 == 0x184D2A50:
+                self._state, self._need = _ZS_SKIPSIZE, 4
+            else:
+                raise TarError(f"corrupt zstd data: no frame magic at compressed offset {offset}")
+        elif state == _ZS_SKIPSIZE:
+            self._skip = int.from_bytes(field, "little")
+            self._state, self._need = _ZS_MAGIC, 4
+        else:  # frame header descriptor
+            fhd = field[0]
+            if fhd & 0x08:
+                raise TarError("corrupt zstd data: reserved bit set in frame header")
+            single = (fhd >> 5) & 1
+            fcs = fhd >> 6
+            self._checksum = (fhd >> 2) & 1
+            fcs_size = (single, 2, 4, 8)[fcs]
+            self._skip = (0 if single else 1) + _DID_SIZES[fhd & 3] + fcs_size
+            self._state, self._need = _ZS_BLOCK, 3
+
+
+def _unzstd(chunks: Iterable[bytes]) -> Iterator[bytes]:
+    """Decompress a multi-frame zstd stream (skippable frames allowed)."""
+    source = _ZstdSource(chunks)
+    reader = zstandard.ZstdDecompressor().stream_reader(source, read_size=1 << 20, read_across_frames=True)
+    out_max = OUTPUT_CHUNK_SIZE
+    check_after = RATIO_CHECK_AFTER
+    max_ratio = MAX_RATIO
+    total_out = 0
+    try:
+        while True:
+            out = reader.read(out_max)
+            if not out:
+                break
+            total_out += len(out)
+            if total_out > check_after and total_out > max_ratio * source.consumed:
+                raise _bomb(total_out, source.consumed)
+            yield out
+        # the reader may stop before trailing skippable frames: walk them too
+        while source.read(1 << 20):
+            pass
+    except zstandard.ZstdError as e:
+        raise TarError(f"corrupt zstd data: {_one_line(e)}") from None
+    if not source.at_boundary():
+        raise TarError("truncated zstd stream: the blob ends in the middle of a frame")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split()) or type(e).__name__
+
+
+# --- tar --------------------------------------------------------------------
+
+_ZERO_BLOCK = bytes(512)
+
+_TYPES = {
+    48: "file",  # '0'
+    0: "file",  # '\0' (old regular file)
+    55: "file",  # '7' contiguous file
+    49: "hardlink",  # '1'
+    50: "symlink",  # '2'
+    51: "char",  # '3'
+    52: "block",  # '4'
+    53: "dir",  # '5'
+    54: "fifo",  # '6'
+    68: "dir",  # 'D' GNU dump dir (has data: the listing)
+    83: "file",  # 'S' GNU old sparse file
+}
+# Types whose size field does not announce data (as GNU tar, Go and tarfile do).
+_NO_DATA = frozenset(b"123456")
+_EXTENSIONS = frozenset(b"xgXLK")
+# name, mode+uid+gid, size, mtime, checksum, typeflag, uname+gname
+_HEADER = struct.Struct("100s24s12s12s8sB108x64s183x")
+_CACHE_MAX = 8192  # per-field parse caches are cleared past this many keys
+
+
+def normalize_path(path: str) -> str:
+    """Normalise a tar member name: no leading "./" or "/", no "//", no trailing "/".
+
+    The root directory ("." / "./" / "/") becomes "".
+    """
+    while True:
+        if path.startswith("./"):
+            path = path[2:]
+        elif path.startswith("/"):
+            path = path[1:]
+        else:
+            break
+    while "//" in path:
+        path = path.replace("//", "/")
+    path = path.rstrip("/")
+    if path == ".":
+        return ""
+    return path
+
+
+def _parse_number(field: bytes, what: str, offset: int) -> int:
+    "Numeric header field: octal (NUL/space padded) or GNU base-256."
+    if field and field[0] & 0x80:
+        if field[0] == 0xFF:  # negative base-256
+            return int.from_bytes(field, "big", signed=True)
+        if field[0] == 0x80:
+            return int.from_bytes(field[1:], "big")
+        raise TarError(f"corrupt tar header at offset {offset}: bad {what} field")
+    text = field.partition(b"\0")[0].strip()
+    if not text:
+        return 0
+    try:
+        return int(text, 8)
+    except ValueError:
+        raise TarError(f"corrupt tar header at offset {offset}: bad {what} field") from None
+
+
+def _checksum_value(field: bytes) -> int:
+    "The stored checksum (octal), or -1 when the field is not a number."
+    try:
+        return int(field.partition(b"\0")[0], 8)
+    except ValueError:
+        return -1
+
+
+def _checksum_key(field: bytes) -> int | float:
+    """What the modular fast check subtracts from a header's adler32 sum.
+
+    A header is valid when ``sum(header with the checksum field as 8 spaces)
+    == stored``, i.e. ``sum(header) - sum(field) + 256 - stored == 0``.
+    adler32 gives ``sum(header) mod 65521``, so the fast check is
+    ``(adler - key) % 65521 == 0`` with ``key = sum(field) - 256 + stored``;
+    a mismatch (or NaN for an unreadable field) takes the exact path.
+    """
+    stored = _checksum_value(field)
+    if stored < 0:
+        return float("nan")
+    return sum(field) - 256 + stored
+
+
+def _exact_checksums(hdr: bytes) -> tuple[int, int]:
+    "(unsigned, signed) sums of a header with its checksum field read as spaces."
+    raw = hdr[:148] + b"        " + hdr[156:]
+    unsigned = sum(raw)
+    signed = unsigned - 256 * sum(1 for b in raw if b > 127)
+    return unsigned, signed
+
+
+def _parse_pax(data: bytes, offset: int) -> dict[bytes, bytes]:
+    "Parse pax records (``LEN KEY=VALUE\\n``...); values may hold any byte, newlines included."
+    space = data.find(b" ", 0, 24)
+    if space > 0 and data[-1:] == b"\n":
+        try:
+            length = int(data[:space])
+        except ValueError:
+            length = -1
+        if length == len(data):  # a single record: the usual case
+            key, eq, value = data[space + 1 : -1].partition(b"=")
+            if eq:
+                return {key: value}
+            raise TarError(f"corrupt pax header at offset {offset}")
+    records: dict[bytes, bytes] = {}
+    pos = 0
+    n = len(data)
+    while pos < n:
+        if data[pos] == 0:  # NUL padding after the last record
+            break
+        space = data.find(b" ", pos, pos + 24)
+        if space < 0:
+            raise TarError(f"corrupt pax header at offset {offset}")
+        try:
+            length = int(data[pos:space])
+        except ValueError:
+            raise TarError(f"corrupt pax header at offset {offset}") from None
+        end = pos + length
+        if length <= space - pos + 1 or end > n or data[end - 1] != 0x0A:
+            raise TarError(f"corrupt pax header at offset {offset}")
+        key, eq, value = data[space + 1 : end - 1].partition(b"=")
+        if not eq:
+            raise TarError(f"corrupt pax header at offset {offset}")
+        records[key] = value
+        pos = end
+    return records
+
+
+class TarReader:
+    """Streaming tar parser over decompressed chunks.
+
+    Iterate it for :class:`Entry` records. While an entry is current (between
+    two ``next()`` calls) its content can be read with :meth:`read` or
+    :meth:`iter_content`; whatever is not read is skipped without copying.
+
+    With ``drain=True`` (the default) the input is consumed to its end after
+    the end-of-archive marker, so a caller hashing the raw chunks sees every
+    byte and the gzip/zstd trailers are verified.
+    """
+
+    def __init__(self, chunks: Iterable[bytes], *, drain: bool = True):
+        self._it = iter(chunks)
+        self._drain = drain
+        self._buf = b""
+        self._pos = 0  # position in _buf; may exceed len(_buf) while skipping
+        self._base = 0  # stream offset of _buf[0]
+        self._remaining = 0  # unread content bytes of the current entry
+        self._pad = 0  # padding after the current entry's content
+        self._content_end = 0  # stream offset where the current entry's content ends
+        self._started = False
+        self.entry: Entry | None = None  # the current entry
+
+    # -- chunk plumbing --
+
+    def _next_chunk(self) -> bytes | None:
+        for chunk in self._it:
+            if chunk:
+                if not isinstance(chunk, bytes):
+                    chunk = bytes(chunk)
+                return chunk
+        return None
+
+    def _take(self, n: int) -> bytes:
+        """Return the next ``n`` bytes after skipping to ``_pos`` (shorter at EOF)."""
+        buf = self._buf
+        pos = self._pos
+        while pos >= len(buf):
+            pos -= len(buf)
+            self._base += len(buf)
+            nxt = self._next_chunk()
+            if nxt is None:
+                self._buf = b""
+                self._pos = 0
+                if pos > 0 and self._base < self._content_end:
+                    raise TarError(
+                        f"truncated tar stream: entry at offset {self.entry.offset if self.entry else 0} "
+                        f"needs {self._content_end - self._base} more bytes"
+                    )
+                return b""
+            buf = nxt
+        if pos + n <= len(buf):
+            self._buf = buf
+            self._pos = pos + n
+            return buf[pos : pos + n]
+        parts = [buf[pos:]]
+        have = len(buf) - pos
+        while True:
+            self._base += len(buf)
+            buf = self._next_chunk()
+            if buf is None:
+                self._buf = b""
+                self._pos = 0
+                return b"".join(parts)
+            need = n - have
+            if len(buf) >= need:
+                parts.append(buf[:need])
+                self._buf = buf
+                self._pos = need
+                return b"".join(parts)
+            parts.append(buf)
+            have += len(buf)
+
+    # -- content of the current entry --
+
+    def read(self, n: int = -1) -> bytes:
+        "Read up to ``n`` bytes (all when n < 0) of the current entry's content."
+        if n < 0 or n > self._remaining:
+            n = self._remaining
+        if n <= 0:
+            return b""
+        buf = self._buf
+        pos = self._pos
+        if pos + n <= len(buf):
+            self._pos = pos + n
+            self._remaining -= n
+            return buf[pos : pos + n]
+        parts = []
+        want = n
+        while want:
+            if pos >= len(buf):
+                self._base += len(buf)
+                buf = self._next_chunk()
+                pos = 0
+                if buf is None:
+                    self._buf = b""
+                    self._pos = 0
+                    raise TarError(
+                        f"truncated tar stream: content of {self.entry.path if self.entry else '?'} is cut short"
+                    )
+                self._buf = buf
+            step = min(want, len(buf) - pos)
+            parts.append(buf[pos : pos + step] if (pos or step != len(buf)) else buf)
+            pos += step
+            want -= step
+        self._pos = pos
+        self._remaining -= n
+        return b"".join(parts)
+
+    def iter_content(self, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        "Yield the current entry's remaining content in pieces (no big copies)."
+        while self._remaining:
+            buf = self._buf
+            pos = self._pos
+            if pos >= len(buf):
+                self._base += len(buf)
+                nxt = self._next_chunk()
+                if nxt is None:
+                    self._buf = b""
+                    self._pos = 0
+                    raise TarError(
+                        f"truncated tar stream: content of {self.entry.path if self.entry else '?'} is cut short"
+                    )
+                self._buf = buf = nxt
+                self._pos = pos = 0
+            step = min(self._remaining, len(buf) - pos, chunk_size)
+            piece = buf if (pos == 0 and step == len(buf)) else buf[pos : pos + step]
+            self._pos = pos + step
+            self._remaining -= step
+            yield piece
+
+    # -- entries --
+
+    def __iter__(self) -> Iterator[Entry]:
+        if self._started:
+            raise RuntimeError("a TarReader can only be iterated once")
+        self._started = True
+        return self._entries()
+
+    def _end(self) -> None:
+        self.entry = None
+        self._remaining = self._pad = 0
+        if self._drain:
+            for _ in self._it:
+                pass
+
+    def _entries(self) -> Iterator[Entry]:
+        adler32 = zlib.adler32
+        types = _TYPES
+        no_data = _NO_DATA
+        max_size = MAX_ENTRY_SIZE
+        normalize = normalize_path
+        parse_number = _parse_number
+        cache_max = _CACHE_MAX
+        unpack_header = _HEADER.unpack
+        chks: dict[bytes, int | float] = {}  # checksum field -> stored value + field byte sum - 256
+        names: dict[bytes, tuple[str, str]] = {}  # uname+gname fields -> decoded
+        ids: dict[bytes, tuple[int, int, int]] = {}  # mode+uid+gid fields -> numbers
+        sizes: dict[bytes, int] = {}
+        mtimes: dict[bytes, int] = {}
+        global_pax: dict[bytes, bytes] = {}
+        first = True
+        pax: dict[bytes, bytes] | None = None
+        long_name: bytes | None = None
+        long_link: bytes | None = None
+        chain = 0  # extension headers seen in a row
+        chain_start = 0
+        ext_start = -1  # offset of the first x/L/K header of the current entry
+
+        while True:
+            # -- the next header: skip what is left of the previous entry
+            buf = self._buf
+            pos = self._pos + self._remaining + self._pad
+            if pos + 512 <= len(buf):
+                hdr_off = self._base + pos
+                hdr = buf[pos : pos + 512]
+                self._pos = pos + 512
+            else:
+                self._content_end = self._base + self._pos + self._remaining
+                hdr_off = self._base + pos
+                self._pos = pos
+                self._remaining = self._pad = 0
+                hdr = self._take(512)
+                if len(hdr) < 512:
+                    if chain:
+                        raise TarError(f"truncated tar stream: extension header at offset {chain_start} has no entry")
+                    if hdr.strip(b"\0"):
+                        if first:
+                            raise TarError(_not_a_tar(hdr))
+                        raise TarError(f"truncated tar stream: partial header at offset {hdr_off}")
+                    self._end()  # archive without end-of-archive blocks: fine at a boundary
+                    return
+
+            # -- checksum: a cached modular check first (one adler32 call), then exact sums
+            raw_name, f_ids, f_size, f_mtime, chk_field, typeflag, f_owner = unpack_header(hdr)
+            k = chks.get(chk_field)
+            if k is None:
+                k = _checksum_key(chk_field)
+                if len(chks) > cache_max:
+                    chks.clear()
+                chks[chk_field] = k
+            if ((adler32(hdr, 0) & 0xFFFF) - k) % 65521:
+                if hdr == _ZERO_BLOCK:
+                    if chain:
+                        raise TarError(f"corrupt tar stream: extension header at offset {chain_start} has no entry")
+                    self._end()  # end of archive (a lone zero block is tolerated as well)
+                    return
+                stored = _checksum_value(chk_field)
+                if stored < 0 or stored not in _exact_checksums(hdr):
+                    if first:
+                        raise TarError(_not_a_tar(hdr))
+                    raise TarError(f"corrupt tar header at offset {hdr_off} (bad checksum)")
+            first = False
+
+            # -- size
+            size = sizes.get(f_size)
+            if size is None:
+                size = parse_number(f_size, "size", hdr_off)
+                if size < 0 or size > max_size:
+                    raise TarError(f"corrupt tar header at offset {hdr_off}: impossible size {size}")
+                if len(sizes) > cache_max:
+                    sizes.clear()
+                sizes[f_size] = size
+
+            etype = types.get(typeflag)
+            if etype is None:
+                if typeflag in _EXTENSIONS:
+                    # -- extension headers: pax x/X/g, GNU L/K
+                    if not chain:
+                        chain_start = hdr_off
+                    if ext_start < 0 and typeflag != 103:  # a global header belongs to no entry
+                        ext_start = hdr_off
+                    chain += 1
+                    if chain > MAX_EXTENSION_CHAIN:
+                        raise TarError(
+                            f"corrupt tar stream: more than {MAX_EXTENSION_CHAIN} extension headers in a row "
+                            f"at offset {hdr_off}"
+                        )
+                    if size > MAX_EXTENSION_SIZE:
+                        raise TarError(
+                            f"corrupt tar stream: extension header of {size} bytes at offset {hdr_off} "
+                            f"(limit {MAX_EXTENSION_SIZE})"
+                        )
+                    padded = (size + 511) & ~511
+                    pos = self._pos
+                    if pos + padded <= len(buf) and self._buf is buf:
+                        data = buf[pos : pos + size]
+                        self._pos = pos + padded
+                    else:
+                        self._content_end = self._base + pos + size
+                        data = self._take(padded)[:size] if padded else b""
+                        if len(data) < size:
+                            raise TarError(
+                                f"truncated tar stream: extension header at offset {hdr_off} is cut short"
+                            )
+                    self._remaining = self._pad = 0
+                    if typeflag == 120 or typeflag == 88:  # 'x' / 'X'
+                        records = _parse_pax(data, hdr_off)
+                        if pax is None:
+                            pax = records
+                        else:
+                            pax.update(records)
+                    elif typeflag == 103:  # 'g'
+                        global_pax.update(_parse_pax(data, hdr_off))
+                    elif typeflag == 76:  # 'L'
+                        long_name = data.partition(b"\0")[0]
+                    else:  # 'K'
+                        long_link = data.partition(b"\0")[0]
+                    continue
+                if typeflag == 86:  # 'V' volume label: not a path
+                    self._remaining = 0
+                    self._pad = (size + 511) & ~511
+                    continue
+                etype = "file"  # unknown type: like tar, treat as a regular file
+
+            # -- name
+            if long_name is not None:
+                raw_name = long_name
+                long_name = None
+            else:
+                raw_name = raw_name.partition(b"\0")[0]
+                if hdr[345] and hdr[257:263] == b"ustar\x00":
+                    raw_name = hdr[345:500].partition(b"\0")[0] + b"/" + raw_name
+            name = raw_name.decode("utf-8", "surrogateescape")
+            if typeflag == 0 and name[-1:] == "/":
+                etype = "dir"  # old V7 directory
+
+            # -- mode, uid, gid
+            numbers = ids.get(f_ids)
+            if numbers is None:
+                numbers = (
+                    parse_number(f_ids[:8], "mode", hdr_off) & 0o7777,
+                    parse_number(f_ids[8:16], "uid", hdr_off),
+                    parse_number(f_ids[16:24], "gid", hdr_off),
+                )
+                if len(ids) > cache_max:
+                    ids.clear()
+                ids[f_ids] = numbers
+            mode, uid, gid = numbers
+
+            # -- mtime
+            mtime = mtimes.get(f_mtime)
+            if mtime is None:
+                mtime = parse_number(f_mtime, "mtime", hdr_off)
+                if len(mtimes) > cache_max:
+                    mtimes.clear()
+                mtimes[f_mtime] = mtime
+
+            # -- owner names
+            owner = names.get(f_owner)
+            if owner is None:
+                owner = (
+                    f_owner[:32].partition(b"\0")[0].decode("utf-8", "surrogateescape"),
+                    f_owner[32:].partition(b"\0")[0].decode("utf-8", "surrogateescape"),
+                )
+                if len(names) > cache_max:
+                    names.clear()
+                names[f_owner] = owner
+            uname, gname = owner
+
+            # -- links and devices
+            linkname = ""
+            devmajor = devminor = 0
+            if typeflag in no_data:
+                data_size = 0
+                if typeflag == 49 or typeflag == 50:
+                    if long_link is not None:
+                        linkname = long_link.decode("utf-8", "surrogateescape")
+                    else:
+                        linkname = hdr[157:257].partition(b"\0")[0].decode("utf-8", "surrogateescape")
+                elif typeflag == 51 or typeflag == 52:
+                    devmajor = parse_number(hdr[329:337], "devmajor", hdr_off)
+                    devminor = parse_number(hdr[337:345], "devminor", hdr_off)
+            elif typeflag == 83:  # GNU old sparse: real size in the header, maybe extra sparse blocks
+                data_size = size
+                size = parse_number(hdr[483:495], "realsize", hdr_off)
+                if hdr[482]:
+                    self._skip_sparse_extensions(hdr_off)
+            else:
+                data_size = size
+            long_link = None
+            data_off = hdr_off + 512
+
+            # -- pax records override the header
+            if pax is not None or global_pax:
+                if global_pax:
+                    merged = dict(global_pax)
+                    if pax:
+                        merged.update(pax)
+                else:
+                    merged = pax
+                pax = None
+                name, linkname, size, data_size, uid, gid, uname, gname, mtime = _apply_pax(
+                    merged, name, linkname, size, data_size, uid, gid, uname, gname, mtime, typeflag, hdr_off
+                )
+                if typeflag in no_data:
+                    data_size = 0
+            if chain:
+                chain = 0
+                if ext_start >= 0:
+                    hdr_off = ext_start
+                    ext_start = -1
+            if typeflag == 83 and hdr[482]:
+                data_off = self._base + self._pos
+
+            self._remaining = data_size
+            self._pad = -data_size & 511
+            if etype != "file":
+                size = 0
+
+            # -- paths
+            absolute = False
+            if name[:1] in "./" or name[-1:] == "/" or "//" in name:
+                absolute = name[:1] == "/"
+                name = normalize(name)
+                if not name:
+                    continue  # the root directory itself
+            if linkname and typeflag == 49:
+                linkname = normalize(linkname)
+
+            entry = Entry(
+                name, etype, size, mode, uid, gid, uname, gname, mtime, linkname, devmajor, devminor, hdr_off, data_off,
+                absolute,
+            )
+            self.entry = entry
+            yield entry
+
+    def _skip_sparse_extensions(self, hdr_off: int) -> int:
+        "Consume GNU old-sparse extension blocks (they precede the data)."
+        count = 0
+        while True:
+            count += 1
+            if count > MAX_EXTENSION_CHAIN:
+                raise TarError(f"corrupt tar header at offset {hdr_off}: endless sparse map")
+            block = self._take(512)
+            if len(block) < 512:
+                raise TarError(f"truncated tar stream: sparse map at offset {hdr_off} is cut short")
+            if not block[504]:
+                return 0
+
+
+def _apply_pax(pax, name, linkname, size, data_size, uid, gid, uname, gname, mtime, typeflag, hdr_off):
+    "Override header fields with pax records (empty values mean: keep the header's)."
+    realsize = None
+    for key, value in pax.items():
+        if not value:
+            continue
+        if key == b"path":
+            name = value.decode("utf-8", "surrogateescape")
+        elif key == b"linkpath":
+            if typeflag == 49 or typeflag == 50:
+                linkname = value.decode("utf-8", "surrogateescape")
+        elif key == b"mtime":
+            try:
+                mtime = float(value) if b"." in value else int(value)
+            except ValueError:
+                pass
+        elif key == b"size":
+            try:
+                number = int(value)
+            except ValueError:
+                continue
+            if number < 0 or number > MAX_ENTRY_SIZE:
+                raise TarError(f"corrupt pax header at offset {hdr_off}: impossible size {number}")
+            size = data_size = number
+        elif key == b"uid" or key == b"gid":
+            try:
+                number = int(value)
+            except ValueError:
+                continue
+            if key == b"uid":
+                uid = number
+            else:
+                gid = number
+        elif key == b"uname":
+            uname = value.decode("utf-8", "surrogateescape")
+        elif key == b"gname":
+            gname = value.decode("utf-8", "surrogateescape")
+        elif key[:11] == b"GNU.sparse.":
+            if key == b"GNU.sparse.name":
+                name = value.decode("utf-8", "surrogateescape")
+            elif key == b"GNU.sparse.realsize" or key == b"GNU.sparse.size":
+                try:
+                    realsize = int(value)
+                except ValueError:
+                    pass
+    if realsize is not None and 0 <= realsize <= MAX_ENTRY_SIZE:
+        size = realsize
+    return name, linkname, size, data_size, uid, gid, uname, gname, mtime
+
+
+def _not_a_tar(head: bytes) -> str:
+    kind = sniff_compression(head)
+    if kind == "gzip":
+        return "not a tar archive (the data is gzip-compressed once more)"
+    if kind == "zstd":
+        return "not a tar archive (the data is zstd-compressed once more)"
+    return "not a tar archive"
+
+
+def iter_entries(chunks: Iterable[bytes], compression: str = "auto") -> Iterator[Entry]:
+    """Yield the entries of a (compressed) layer blob given as chunks."""
+    return iter(TarReader(decompress(chunks, compression)))
+
