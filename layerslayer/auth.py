@@ -284,7 +284,7 @@ class Authenticator:
         try:
             body = response.json()
             token = body.get("token") or body.get("access_token")
-        except ValueError:
+        except (ValueError, AttributeError, RecursionError):
             token = None
         if not token or not isinstance(token, str):
             raise AuthError(f"token service at {_host_of(realm)} returned no token")

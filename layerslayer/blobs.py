@@ -40,7 +40,7 @@ from . import tarstream
 from .errors import AuthError, LayerslayerError, NetworkError, NotFound, RegistryError, UsageError, VerificationError
 from .patterns import Pattern, compile_patterns, parse_pattern
 from .reference import DOCKER_HUB
-from .registry import RegistryClient, hasher_for
+from .registry import RegistryClient, hasher_for, short_reason
 
 try:  # POSIX: one process per .part file
     import fcntl
@@ -948,7 +948,7 @@ def ranged_chunks(client: RegistryClient, repository: str, digest: str, size: in
             failures += 1
             if failures >= client.retries:
                 raise NetworkError(f"download of blob {digest} from {client.registry} broke at byte {offset}: "
-                                   f"{type(error).__name__} (after {failures} attempts)")
+                                   f"{short_reason(error)} (after {failures} attempts)")
             continue
         finally:
             response.close()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import platform as host_platform
 from dataclasses import dataclass, field
 
 from .errors import NotFound, RegistryError, UsageError
-from .reference import Reference, parse_platform
-from .registry import INDEX_TYPES, MANIFEST_TYPES, Manifest, RegistryClient
+from .reference import Reference, is_digest, parse_platform
+from .registry import DIGEST_ALGORITHMS, INDEX_TYPES, MANIFEST_TYPES, Manifest, RegistryClient, load_json
 
 ATTESTATION_TYPE = "attestation-manifest"
 FOREIGN_LAYER_MARKERS = ("foreign", "nondistributable")
@@ -124,6 +123,33 @@ class PlatformImage:
         return self.config.get("created")
 
 
+# Manifests come from registries we do not control: every field read below is
+# checked for its type, so a hostile one ends in RegistryError (one line), never
+# in a TypeError traceback, a request for a made-up path or a weak hash.
+
+
+def valid_digest(value) -> bool:
+    "sha256/sha384/sha512 with the right number of lowercase hex digits."
+    return isinstance(value, str) and value.partition(":")[0] in DIGEST_ALGORITHMS and is_digest(value)
+
+
+def _is_size(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _is_str_map(value) -> bool:
+    return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+
+
+def _optional_str(value) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _bad_digest(where: str, value) -> RegistryError:
+    shown = repr(value)[:80]
+    return RegistryError(f"{where} has an invalid digest {shown} (expected sha256:<64 hex digits>)")
+
+
 def _is_attestation(descriptor: dict) -> bool:
     annotations = descriptor.get("annotations") or {}
     return annotations.get("vnd.docker.reference.type") == ATTESTATION_TYPE
@@ -142,9 +168,19 @@ def resolve(client: RegistryClient, ref: Reference) -> ResolvedImage:
         if not isinstance(descriptors, list):
             raise RegistryError(f"index {manifest.digest} of {ref.short} has no manifest list")
         for descriptor in descriptors:
-            if not isinstance(descriptor, dict) or not isinstance(descriptor.get("digest"), str):
+            if not isinstance(descriptor, dict):
                 raise RegistryError(f"index {manifest.digest} of {ref.short} has a malformed entry")
+            if not valid_digest(descriptor.get("digest")):
+                raise _bad_digest(f"index {manifest.digest} of {ref.short}", descriptor.get("digest"))
             plat = descriptor.get("platform") or {}
+            if (
+                not isinstance(plat, dict)
+                or not all(_optional_str(plat.get(key)) for key in ("os", "architecture", "variant", "os.version"))
+                or not _is_str_map(descriptor.get("annotations") or {})
+                or not _optional_str(descriptor.get("mediaType"))
+                or not (descriptor.get("size") is None or _is_size(descriptor.get("size")))
+            ):
+                raise RegistryError(f"index {manifest.digest} of {ref.short} has a malformed entry for {descriptor['digest']}")
             platforms.append(
                 PlatformInfo(
                     os=str(plat.get("os") or ""),
@@ -214,12 +250,13 @@ def align_history(config: dict, layer_count: int) -> list[HistoryStep]:
         if not empty and layer_index < layer_count:
             produced = layer_index
             layer_index += 1
+        created, comment = entry.get("created"), entry.get("comment")
         steps.append(
             HistoryStep(
                 index=position,
-                created=entry.get("created"),
+                created=None if created is None else str(created),
                 created_by=str(entry.get("created_by") or ""),
-                comment=entry.get("comment"),
+                comment=None if comment is None else str(comment),
                 empty_layer=empty,
                 layer_index=produced,
             )
@@ -240,20 +277,33 @@ def load_platform(client: RegistryClient, resolved: ResolvedImage, platform: Pla
     if manifest.media_type in INDEX_TYPES or "manifests" in data:
         raise RegistryError(f"{ref.short}: platform entry {platform.digest} is itself an index (nested indexes are not followed)")
     config_descriptor = data.get("config")
-    if not isinstance(config_descriptor, dict) or not isinstance(config_descriptor.get("digest"), str):
+    if not isinstance(config_descriptor, dict) or "digest" not in config_descriptor:
         raise RegistryError(f"manifest {manifest.digest} of {ref.short} has no config")
     config_digest = config_descriptor["digest"]
+    if not valid_digest(config_digest):
+        raise _bad_digest(f"the config entry of manifest {manifest.digest} of {ref.short}", config_digest)
+    descriptors = data.get("layers") or []
+    if not isinstance(descriptors, list):
+        raise RegistryError(f"manifest {manifest.digest} of {ref.short} has no layer list")
+    for descriptor in descriptors:
+        if not isinstance(descriptor, dict):
+            raise RegistryError(f"manifest {manifest.digest} of {ref.short} has a malformed layer entry")
+        if not valid_digest(descriptor.get("digest")):
+            raise _bad_digest(f"a layer entry of manifest {manifest.digest} of {ref.short}", descriptor.get("digest"))
+        urls = descriptor.get("urls") or []
+        if (
+            not _optional_str(descriptor.get("mediaType"))
+            or not (descriptor.get("size") is None or _is_size(descriptor.get("size")))
+            or not _is_str_map(descriptor.get("annotations") or {})
+            or not (isinstance(urls, list) and all(isinstance(url, str) for url in urls))
+        ):
+            raise RegistryError(f"manifest {manifest.digest} of {ref.short} has a malformed entry for layer {descriptor['digest']}")
     config_bytes = client.get_blob(ref.repository, config_digest, max_size=MAX_CONFIG_BYTES)
-    try:
-        config = json.loads(config_bytes)
-        if not isinstance(config, dict):
-            raise ValueError
-    except ValueError:
+    config = load_json(config_bytes, f"config {config_digest} of {ref.short}")
+    if not isinstance(config, dict):
         raise RegistryError(f"config {config_digest} of {ref.short} is not a JSON object")
     layers = []
-    for index, descriptor in enumerate(data.get("layers") or []):
-        if not isinstance(descriptor, dict) or not isinstance(descriptor.get("digest"), str):
-            raise RegistryError(f"manifest {manifest.digest} of {ref.short} has a malformed layer entry")
+    for index, descriptor in enumerate(descriptors):
         layers.append(
             LayerInfo(
                 index=index,
@@ -267,7 +317,8 @@ def load_platform(client: RegistryClient, resolved: ResolvedImage, platform: Pla
     if not resolved.is_index:
         platform.os = str(config.get("os") or "")
         platform.architecture = str(config.get("architecture") or "")
-        platform.variant = config.get("variant")
+        variant = config.get("variant")
+        platform.variant = str(variant) if variant not in (None, "") else None
     return PlatformImage(
         platform=platform,
         manifest_digest=manifest.digest,

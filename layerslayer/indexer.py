@@ -9,6 +9,7 @@ again by the next run.
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -25,6 +26,8 @@ from .image import (
 from .options import ClientOptions
 from .reference import Reference, parse_reference
 from .registry import RegistryClient, hasher_for
+
+log = logging.getLogger("layerslayer")
 
 # Chunks read ahead of the parser by the download thread (1 MiB each): enough
 # to keep the network busy while we inflate, small enough for constant memory.
@@ -370,6 +373,20 @@ class Indexer:
         self.db.close()
 
 
+def _guarded(indexer: Indexer, ref: Reference, work: Callable):
+    "Run one image's work; a failure is recorded in the summary and the other images go on."
+    try:
+        return work()
+    except LayerslayerError as error:
+        message = str(error)
+    except Exception as error:  # a bug on one image must not lose the others' work
+        log.debug("unexpected error on %s", ref.short, exc_info=True)
+        message = f"unexpected error ({type(error).__name__}: {error})"
+    indexer.summary.errors.append(f"{ref.short}: {message}")
+    indexer.progress.message(f"{ref.short}: {message}")
+    return None
+
+
 def expand_tags(indexer: Indexer, ref: Reference, page_size: int | None = None) -> list[Reference]:
     client = indexer.client(ref.registry)
     return [ref.with_tag(tag) for tag in client.list_tags(ref.repository, page_size)]
@@ -394,17 +411,9 @@ def index_images(
     try:
         refs = [r if isinstance(r, Reference) else parse_reference(r) for r in references]
         for ref in refs:
-            try:
-                targets = expand_tags(indexer, ref, page_size) if all_tags else [ref]
-                for target in targets:
-                    try:
-                        indexer.add_reference(target)
-                    except LayerslayerError as error:
-                        indexer.summary.errors.append(f"{target.short}: {error}")
-                        indexer.progress.message(f"{target.short}: {error}")
-            except LayerslayerError as error:
-                indexer.summary.errors.append(f"{ref.short}: {error}")
-                indexer.progress.message(f"{ref.short}: {error}")
+            targets = _guarded(indexer, ref, lambda: expand_tags(indexer, ref, page_size) if all_tags else [ref]) or []
+            for target in targets:
+                _guarded(indexer, target, lambda: indexer.add_reference(target))
         indexer.run_layers()
         indexer.summary.bytes_downloaded = indexer.bytes_downloaded()
         indexer.summary.seconds = time.monotonic() - started

@@ -38,6 +38,8 @@ MANIFEST_TYPES = {OCI_MANIFEST, DOCKER_MANIFEST}
 MANIFEST_ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST])
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 RETRY_STATUSES = {429, 500, 502, 503, 504}
+# A response body that broke off: cut short, reset, or silent past the read timeout.
+_BROKEN_BODY = (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError, requests.exceptions.Timeout)
 MAX_REDIRECTS = 5
 USER_AGENT = f"layerslayer/{__version__}"
 
@@ -50,13 +52,21 @@ class Manifest:
 
     @property
     def json(self) -> dict:
-        try:
-            data = json.loads(self.body)
-        except ValueError:
-            raise RegistryError(f"manifest {self.digest} is not valid JSON")
+        data = load_json(self.body, f"manifest {self.digest}")
         if not isinstance(data, dict):
             raise RegistryError(f"manifest {self.digest} is not a JSON object")
         return data
+
+
+def load_json(data: bytes | str, what: str):
+    "JSON from the network: RegistryError (one line) when it is not JSON or nests too deep."
+    try:
+        return json.loads(data)
+    except RecursionError:
+        # Python's parser recurses per level: "[[[[…" a few MB long must not become a traceback.
+        raise RegistryError(f"{what} is JSON nested too deeply to be read")
+    except ValueError:
+        raise RegistryError(f"{what} is not valid JSON")
 
 
 def is_loopback(host: str) -> bool:
@@ -74,13 +84,15 @@ def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+DIGEST_ALGORITHMS = ("sha256", "sha384", "sha512")
+
+
 def hasher_for(digest: str):
-    "A hashlib object for a digest's algorithm (sha256, sha384, sha512)."
+    "A hashlib object for a digest's algorithm (sha256, sha384, sha512; nothing weaker)."
     algorithm = digest.partition(":")[0]
-    try:
-        return hashlib.new(algorithm)
-    except ValueError:
-        raise VerificationError(f"unsupported digest algorithm {algorithm!r} in {digest}")
+    if algorithm not in DIGEST_ALGORITHMS:
+        raise VerificationError(f"unsupported digest algorithm {algorithm[:20]!r} in {digest[:100]!r}")
+    return hashlib.new(algorithm)
 
 
 class RegistryClient:
@@ -143,7 +155,7 @@ class RegistryClient:
                     url = "http://" + url[len("https://"):]
                     attempt -= 1
                     continue
-                raise NetworkError(f"TLS error talking to {host}: {_short(error)} (use --plain-http for an HTTP registry, --insecure to skip verification)")
+                raise NetworkError(f"TLS error talking to {host}: {short_reason(error)} (use --plain-http for an HTTP registry, --insecure to skip verification)")
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
                 if self._may_fall_back and url.startswith("https://"):
                     self._scheme = "http"
@@ -152,11 +164,11 @@ class RegistryClient:
                     attempt -= 1
                     continue
                 if attempt >= self.retries or time.monotonic() >= deadline:
-                    raise NetworkError(f"cannot reach {host}: {_short(error)} (after {attempt} attempts)")
+                    raise NetworkError(f"cannot reach {host}: {short_reason(error)} (after {attempt} attempts)")
                 self._sleep(attempt, None, deadline)
                 continue
             except requests.exceptions.RequestException as error:
-                raise NetworkError(f"request to {host} failed: {_short(error)}")
+                raise NetworkError(f"request to {host} failed: {short_reason(error)}")
             if url.startswith("https://"):
                 self._may_fall_back = False
             if response.status_code in RETRY_STATUSES and attempt < self.retries and time.monotonic() < deadline:
@@ -240,22 +252,34 @@ class RegistryClient:
     def get_manifest(self, repository: str, reference: str, *, display: str | None = None) -> Manifest:
         "Fetch a manifest or index; verified against its digest when asked by digest."
         path = f"/v2/{repository}/manifests/{reference}"
-        response = self.request("GET", path, scope=self.scope_for(repository), headers={"Accept": MANIFEST_ACCEPT}, stream=True)
-        with response:
-            self._raise_for_status(response, f"manifest {reference}", not_found=f"image not found: {display or f'{self.registry}/{repository}:{reference}'}")
-            declared = response.headers.get("Content-Length")
-            if declared and declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
-                raise RegistryError(f"manifest {reference} is {int(declared)} bytes, over the {MAX_MANIFEST_BYTES // (1024 * 1024)} MiB limit")
-            body = bytearray()
-            try:
-                for chunk in response.iter_content(65536):
-                    body += chunk
-                    if len(body) > MAX_MANIFEST_BYTES:
-                        raise RegistryError(f"manifest {reference} is over the {MAX_MANIFEST_BYTES // (1024 * 1024)} MiB limit")
-            except requests.exceptions.RequestException as error:
-                raise NetworkError(f"reading manifest {reference} from {self.registry} failed: {_short(error)}")
-            body = bytes(body)
-            self.bytes_downloaded += len(body)
+        deadline = time.monotonic() + self.max_retry_seconds
+        attempt = 0
+        while True:
+            attempt += 1
+            response = self.request("GET", path, scope=self.scope_for(repository), headers={"Accept": MANIFEST_ACCEPT}, stream=True)
+            with response:
+                self._raise_for_status(response, f"manifest {reference}", not_found=f"image not found: {display or f'{self.registry}/{repository}:{reference}'}")
+                declared = response.headers.get("Content-Length")
+                if declared and declared.isdigit() and int(declared) > MAX_MANIFEST_BYTES:
+                    raise RegistryError(f"manifest {reference} is {int(declared)} bytes, over the {MAX_MANIFEST_BYTES // (1024 * 1024)} MiB limit")
+                body = bytearray()
+                try:
+                    for chunk in response.iter_content(65536):
+                        body += chunk
+                        if len(body) > MAX_MANIFEST_BYTES:
+                            raise RegistryError(f"manifest {reference} is over the {MAX_MANIFEST_BYTES // (1024 * 1024)} MiB limit")
+                except _BROKEN_BODY as error:
+                    # A body cut short or stalled: ask again, as for a dropped connection.
+                    if attempt < self.retries and time.monotonic() < deadline:
+                        log.debug("manifest %s broke (%s); retrying", reference, type(error).__name__)
+                        self._sleep(attempt, None, deadline)
+                        continue
+                    raise NetworkError(f"reading manifest {reference} from {self.registry} failed: {short_reason(error)} (after {attempt} attempts)")
+                except requests.exceptions.RequestException as error:
+                    raise NetworkError(f"reading manifest {reference} from {self.registry} failed: {short_reason(error)}")
+                body = bytes(body)
+                self.bytes_downloaded += len(body)
+            break
         if reference.startswith("sha") and ":" in reference:
             hasher = hasher_for(reference)
             hasher.update(body)
@@ -267,11 +291,25 @@ class RegistryClient:
             digest = sha256_digest(body)
         media_type = response.headers.get("Content-Type", "").split(";")[0].strip()
         try:
-            declared_type = json.loads(body).get("mediaType")
-        except (ValueError, AttributeError):
-            declared_type = None
-        if declared_type:
+            data = json.loads(body)
+            declared_type, schema_version = data.get("mediaType"), data.get("schemaVersion")
+        except (ValueError, AttributeError, RecursionError):
+            declared_type = schema_version = None  # Manifest.json says what is wrong when it is read
+        if isinstance(declared_type, str) and declared_type:
             media_type = declared_type
+        by_registry = response.headers.get("Docker-Content-Digest", "").strip()
+        by_tag = not (reference.startswith("sha") and ":" in reference)
+        if by_tag and by_registry.partition(":")[0] in DIGEST_ALGORITHMS and schema_version != 1:
+            # Asked by tag: the registry's own digest header is all there is to check
+            # (schema 1 is skipped: its header digest excludes the signatures).
+            hasher = hasher_for(by_registry)
+            hasher.update(body)
+            actual = f"{by_registry.partition(':')[0]}:{hasher.hexdigest()}"
+            if actual != by_registry:
+                raise VerificationError(
+                    f"manifest {reference} from {self.registry} does not match the digest the registry gives for it "
+                    f"({by_registry[:80]}, got {actual})"
+                )
         return Manifest(body=body, media_type=media_type, digest=digest)
 
     def open_blob(self, repository: str, digest: str, start: int = 0, end: int | None = None) -> requests.Response:
@@ -291,9 +329,15 @@ class RegistryClient:
         return response
 
     def iter_blob(self, repository: str, digest: str, *, start: int = 0, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        "Stream a blob from ``start``, resuming with Range after a broken connection."
+        """Stream a blob from ``start``, resuming with Range after a broken connection.
+
+        ``retries`` and ``max_retry_seconds`` bound the attempts *without
+        progress*: a break after new bytes arrived starts the count afresh, so
+        a long download over a flaky link goes on as long as it advances.
+        """
         offset = start
         failures = 0
+        failed_at = None  # offset of the last break
         deadline = time.monotonic() + self.max_retry_seconds
         while True:
             response = self.open_blob(repository, digest, start=offset)
@@ -304,9 +348,14 @@ class RegistryClient:
                     yield chunk
                 return
             except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
+                if failed_at is None or offset > failed_at:
+                    # First break, or bytes came in since the last one.
+                    failures = 0
+                    deadline = time.monotonic() + self.max_retry_seconds
+                failed_at = offset
                 failures += 1
                 if failures >= self.retries or time.monotonic() >= deadline:
-                    raise NetworkError(f"download of blob {digest} from {self.registry} broke at byte {offset}: {_short(error)} (after {failures} attempts)")
+                    raise NetworkError(f"download of blob {digest} from {self.registry} broke at byte {offset}: {short_reason(error)} (after {failures} attempts)")
                 log.debug("blob %s broke at %d (%s); resuming", digest, offset, type(error).__name__)
                 self._sleep(failures, None, deadline)
             finally:
@@ -314,12 +363,22 @@ class RegistryClient:
 
     def get_blob_range(self, repository: str, digest: str, start: int, end: int) -> bytes:
         "Bytes start..end (inclusive) of a blob."
-        response = self.open_blob(repository, digest, start=start, end=end)
-        with response:
-            try:
-                data = response.content
-            except requests.exceptions.RequestException as error:
-                raise NetworkError(f"range read of blob {digest} from {self.registry} failed: {_short(error)}")
+        deadline = time.monotonic() + self.max_retry_seconds
+        attempt = 0
+        while True:
+            attempt += 1
+            response = self.open_blob(repository, digest, start=start, end=end)
+            with response:
+                try:
+                    data = response.content
+                except _BROKEN_BODY as error:
+                    if attempt < self.retries and time.monotonic() < deadline:
+                        self._sleep(attempt, None, deadline)
+                        continue
+                    raise NetworkError(f"range read of blob {digest} from {self.registry} failed: {short_reason(error)} (after {attempt} attempts)")
+                except requests.exceptions.RequestException as error:
+                    raise NetworkError(f"range read of blob {digest} from {self.registry} failed: {short_reason(error)}")
+            break
         self.bytes_downloaded += len(data)
         if len(data) != end - start + 1:
             raise RegistryError(f"{self.registry} sent {len(data)} bytes for range {start}-{end} of blob {digest}")
@@ -349,7 +408,9 @@ class RegistryClient:
                 self._raise_for_status(response, key, not_found=f"{'repository' if repository else 'catalog'} not found: {self.registry}/{repository or '_catalog'}")
                 try:
                     items = response.json().get(key) or []
-                except (ValueError, AttributeError):
+                except (ValueError, AttributeError, RecursionError):
+                    items = None
+                if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
                     raise RegistryError(f"{self.registry} returned an invalid {key} listing")
                 yield from items
                 url = _next_link(response.headers.get("Link"))
@@ -376,13 +437,13 @@ def _error_detail(response: requests.Response) -> str:
     try:
         errors = response.json().get("errors") or []
         messages = [e.get("message") or e.get("code") for e in errors if isinstance(e, dict)]
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, TypeError, RecursionError):
         return ""
-    messages = [m for m in messages if m]
+    messages = [" ".join(m.split()) for m in messages if m and isinstance(m, str)]
     return f": {'; '.join(messages)[:200]}" if messages else ""
 
 
-def _short(error: Exception) -> str:
+def short_reason(error: Exception) -> str:
     "A one-line reason without URLs' query strings or nested reprs."
     text = str(error)
     for pattern, replacement in (

@@ -476,6 +476,28 @@ _STAGE_INSERT = "INSERT INTO {} VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
 
 _stage_counter = 0
 
+# One deletions row per deleting entry of the layer just written (codes 1-3,
+# see layerslayer.migrations); ``d`` is the entry's directory with its
+# trailing "/" ("" at the root).
+_FILL_DELETIONS = """
+INSERT OR IGNORE INTO deletions (layer_id, position, kind, target, prefix, lo, hi)
+SELECT layer_id, position,
+    CASE whiteout WHEN 1 THEN 'whiteout' WHEN 2 THEN 'opaque' ELSE 'replaced' END,
+    CASE whiteout WHEN 1 THEN d || substr(name, 5) END,
+    CASE whiteout WHEN 1 THEN d || substr(name, 5) || '/' WHEN 2 THEN d ELSE path || '/' END,
+    CASE whiteout WHEN 1 THEN d || substr(name, 5) WHEN 2 THEN d ELSE path || '/' END,
+    CASE whiteout WHEN 1 THEN d || substr(name, 5) || '0'
+        WHEN 2 THEN CASE WHEN d = '' THEN x'' ELSE substr(d, 1, length(d) - 1) || '0' END
+        ELSE path || '0' END
+FROM (
+    SELECT e.layer_id, e.position, e.whiteout, p.path, p.name,
+        substr(p.path, 1, length(p.path) - length(p.name)) AS d
+    FROM entries e INDEXED BY entries_deletions
+    JOIN paths p ON p.id = e.path_id
+    WHERE e.layer_id = ? AND e.whiteout > 0
+)
+"""
+
 
 class LayerWriter:
     """Stage a layer's entries, then commit them atomically.
@@ -670,6 +692,7 @@ class LayerWriter:
                 "ORDER BY s.rowid",
                 [layer_id],
             )
+            conn.execute(_FILL_DELETIONS, [layer_id])
             conn.execute(
                 "UPDATE layers SET status = 'indexed', entries = ?, listed_via = ?, "
                 "bytes_read = ?, indexed_at = ?, error = NULL WHERE id = ?",
