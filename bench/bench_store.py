@@ -108,23 +108,27 @@ def make_layer(rng: random.Random, tree, size: int, layer_no: int, unique_share:
 
 
 def write_layer(db, digest, entries):
+    "(stage seconds, commit seconds, cpu seconds) for one layer."
+    c0 = time.process_time()
     t0 = time.perf_counter()
     with store.LayerWriter(db, digest) as w:
         w.add_many(entries)
         t1 = time.perf_counter()
         w.commit(bytes_read=1)
     t2 = time.perf_counter()
-    return t1 - t0, t2 - t1
+    return t1 - t0, t2 - t1, time.process_time() - c0
 
 
-def baseline_executemany(entries) -> float:
+def baseline_executemany(entries) -> tuple[float, float]:
+    "(wall, cpu) seconds: the same rows, plain executemany into a table with no index."
     conn = sqlite3.connect(":memory:")
     conn.execute("CREATE TABLE t (layer_id, position, path, type, size, mode, uid, gid, uname, gname, mtime, linkname, devmajor, devminor, whiteout, off, hs)")
-    rows = [(1, i, e.path, e.type, e.size, e.mode, e.uid, e.gid, e.uname, e.gname, e.mtime, e.linkname, e.devmajor, e.devminor, 0, e.offset, 512) for i, e in enumerate(entries)]
+    c0 = time.process_time()
     t0 = time.perf_counter()
+    rows = [(1, i, e.path, e.type, e.size, e.mode, e.uid, e.gid, e.uname, e.gname, e.mtime, e.linkname, e.devmajor, e.devminor, 0, e.offset, 512) for i, e in enumerate(entries)]
     with conn:
         conn.executemany("INSERT INTO t VALUES (" + ",".join("?" * 17) + ")", rows)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def file_bytes(path: str, db) -> int:
@@ -186,6 +190,7 @@ FIND_SQL = {
         "(SELECT rowid FROM paths_fts WHERE path GLOB '*.pem') AND name GLOB '*.pem'"
     ),
     "ghost (all)": "SELECT image, platform, path, deleted_by FROM ghost_files",
+    "ghost, one image": "SELECT * FROM ghost_files WHERE image_id = 3",
     "ghost *.pem": "SELECT image, platform, path FROM ghost_files WHERE name GLOB '*.pem'",
     "visible, one platform (all rows)": "SELECT count(*) FROM visible_files WHERE platform_id = 1",
     "ghost, one platform": "SELECT count(*) FROM ghost_files WHERE platform_id = 2",
@@ -198,6 +203,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=50_000)
     ap.add_argument("--big", type=int, default=0, help="layers of --size entries for the query benchmark")
     ap.add_argument("--dir", default=None)
+    ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     rng = random.Random(42)
     tree = distro_tree(rng)
@@ -208,19 +214,30 @@ def main() -> None:
     big_tree = tree + [(f"opt/extra/{word(rng)}/{i}.dat", "file") for i in range(max(0, 67_000 - len(tree)))]
     l67 = make_layer(rng, big_tree, 67_000, 0, unique_share=0.0)
     l67b = make_layer(rng, big_tree, 67_000, 3, unique_share=0.0)
-    path = os.path.join(workdir, "write.db")
-    for suffix in ("", "-wal", "-shm"):
-        if os.path.exists(path + suffix):
-            os.remove(path + suffix)
-    db = store.open_db(path)
-    base = baseline_executemany(l67)
-    stage, commit = write_layer(db, "sha256:" + "1" * 64, l67)
-    stage2, commit2 = write_layer(db, "sha256:" + "2" * 64, l67b)
     n = len(l67)
-    print(f"baseline executemany, no indexes: {n / base:,.0f} rows/s")
-    print(f"67k layer, new paths:    stage {stage*1000:.0f} ms + commit {commit*1000:.0f} ms = {n / (stage + commit):,.0f} entries/s")
-    print(f"67k layer, shared paths: stage {stage2*1000:.0f} ms + commit {commit2*1000:.0f} ms = {n / (stage2 + commit2):,.0f} entries/s")
-    db.close()
+    best: dict[str, list] = {}
+    for attempt in range(args.repeat):
+        path = os.path.join(workdir, "write.db")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        db = store.open_db(path)
+        runs = {
+            "baseline": baseline_executemany(l67),
+            "new": write_layer(db, "sha256:" + "1" * 64, l67),
+            "shared": write_layer(db, "sha256:" + "2" * 64, l67b),
+        }
+        db.close()
+        for key, value in runs.items():
+            if key not in best or sum(value[:-1]) < sum(best[key][:-1]):
+                best[key] = value
+    bw, bc = best["baseline"]
+    print(f"best of {args.repeat}, {n:,} entries; rates by wall clock (by process CPU time)")
+    print(f"  baseline executemany, no index: {n / bw:9,.0f}/s ({n / bc:,.0f}/s cpu)")
+    for key, label in (("new", "all paths new"), ("shared", "paths shared")):
+        s_, c_, cpu = best[key]
+        print(f"  67k layer, {label:14s}: stage {s_ * 1000:4.0f} ms + commit {c_ * 1000:4.0f} ms = "
+              f"{n / (s_ + c_):7,.0f}/s ({n / cpu:,.0f}/s cpu; {(n / cpu) / (n / bc):.0%} of the baseline)")
 
     # 2. 10 layers x 50k: bytes per entry row.
     path = os.path.join(workdir, "size.db")
@@ -233,7 +250,7 @@ def main() -> None:
     t_all = 0.0
     for k in range(args.layers):
         entries = make_layer(rng, tree, args.size, k)
-        s, c = write_layer(db, f"sha256:{k:064x}", entries)
+        s, c, _ = write_layer(db, f"sha256:{k:064x}", entries)
         t_all += s + c
         total += len(entries)
     size = file_bytes(path, db) - empty
@@ -257,10 +274,15 @@ def main() -> None:
         db = store.open_db(path)
         t0 = time.perf_counter()
         rows = 0
+        rates = []
         for k in range(args.big):
             entries = make_layer(rng, tree, args.size, k)
-            write_layer(db, f"sha256:{k + 1000:064x}", entries)
+            s_, c_, cpu = write_layer(db, f"sha256:{k + 1000:064x}", entries)
+            rates.append((len(entries) / (s_ + c_), len(entries) / cpu))
             rows += len(entries)
+        for label, part in (("first 10", rates[:10]), ("last 10", rates[-10:])):
+            print(f"  write rate, {label} layers: {statistics.mean(r[0] for r in part):,.0f}/s "
+                  f"({statistics.mean(r[1] for r in part):,.0f}/s cpu)")
         for img in range(args.big // 5):
             class R:  # a Reference stand-in
                 registry = "registry.example"
@@ -278,7 +300,6 @@ def main() -> None:
             image_id = store.upsert_image(db, R, f"sha256:{img:064x}", "x")
             pid = store.upsert_platform(db, image_id, P())
             store.set_platform_layers(db, pid, [L(img * 5 + j) for j in range(5)], "registry.example", f"team/app{img}")
-        store.optimize(db)
         print(f"built {rows:,} rows in {time.perf_counter() - t0:.0f} s")
         db.close()
     db = store.open_db(path)

@@ -46,8 +46,16 @@ class LayerslayerGroup(click.Group):
             ctx.exit(130)
 
 
-def registry_options(fn):
-    "Options for talking to registries; the command receives client_options=ClientOptions."
+def registry_options(fn=None, *, debug: bool = True):
+    """Options for talking to registries; the command receives client_options=ClientOptions.
+
+    ``@registry_options(debug=False)`` leaves out --debug (for the group, which has its own).
+    """
+    if fn is None:
+        return functools.partial(registry_options, debug=debug)
+
+    def maybe_debug(f):
+        return debug_option(f) if debug else f
 
     @click.option("--username", "-u", help="Registry user name (else docker's config.json is used).")
     @click.option("--password", "-p", help="Registry password or token (prefer --password-stdin).")
@@ -57,7 +65,7 @@ def registry_options(fn):
     @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
     @click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="Read timeout in seconds.")
     @click.option("--retries", type=click.IntRange(min=1), default=4, show_default=True, help="Attempts per request on 429, 5xx and dropped connections.")
-    @debug_option
+    @maybe_debug
     @functools.wraps(fn)
     def wrapper(*args, username, password, password_stdin, token_file, plain_http, insecure, timeout, retries, **kwargs):
         if password_stdin:
@@ -75,16 +83,80 @@ def registry_options(fn):
     return wrapper
 
 
-@click.group(cls=LayerslayerGroup)
+@click.group(cls=LayerslayerGroup, invoke_without_command=True, subcommand_metavar="[COMMAND [ARGS]...]")
 @click.version_option(__version__, prog_name="layerslayer")
 @debug_option
-def cli():
+@click.option("-t", "--target-image", "target", metavar="REF", help="Image for the interactive flow (asked for when not given).")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Answer the platform question (batch default: this machine's, else the first).")
+@click.option("--peek-all", is_flag=True, help="List every layer's files, no questions.")
+@click.option("--save-all", is_flag=True, help="Download every layer, no questions (with --peek-all: list and save, one download per blob).")
+@click.option("-l", "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Write everything shown, prompts and answers included, to FILE (passwords and tokens never).")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), help="Also record what is peeked in this index (as `index` does).")
+@click.option("-o", "--output-dir", "out_dir", type=click.Path(file_okay=False, path_type=Path), default="downloads",
+              show_default=True, help="Where downloaded layers go (same layout as `save`).")
+@registry_options(debug=False)
+@click.pass_context
+def cli(ctx, target, platform, peek_all, save_all, log_file, db_path, out_dir, client_options):
     """Daemonless container-image recon over the Registry HTTP API v2.
 
     Inspect images on any OCI/Docker registry, index their layers' file
     listings into SQLite, find files across images, and fetch exactly the
     bytes you want, verified by digest.
+
+    Without a command: the interactive flow (pick a platform, see the build
+    steps, peek into layers and download them), or its batch modes.
+
+    \b
+    Examples:
+        layerslayer -t alpine:3.20
+        layerslayer -t nginx:latest --platform linux/arm64 --peek-all -l nginx.log
+        layerslayer -t localhost:5000/team/app:v1 --peek-all --save-all --db images.db
     """
+    if ctx.invoked_subcommand is not None:
+        _no_flow_options_with(ctx)
+        return
+    _interactive_flow(target, platform, peek_all, save_all, log_file, db_path, out_dir, client_options)
+
+
+def _no_flow_options_with(ctx: click.Context) -> None:
+    "The group's own options belong to the interactive flow: refuse them before a command."
+    from click.core import ParameterSource
+
+    for param in ctx.command.params:
+        if not param.expose_value or param.name is None:
+            continue
+        if ctx.get_parameter_source(param.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            name = max(param.opts, key=len)
+            raise click.UsageError(
+                f"{name} before a command is an option of the interactive flow; "
+                f"put it after `{ctx.invoked_subcommand}` if that command takes it", ctx,
+            )
+
+
+def _interactive_flow(target, platform, peek_all, save_all, log_file, db_path, out_dir, client_options) -> None:
+    from .interactive import FlowOptions, Prompter, open_log, run
+
+    # Looked up at call time: click's test runner swaps these for scripted input.
+    def read(prompt: str) -> str:
+        func = click.termui.visible_prompt_func
+        answer = func(prompt)
+        if func is input and not sys.stdin.isatty():
+            click.echo(answer)  # answers piped in: show them, as a terminal would
+        return answer
+
+    def read_secret(prompt: str) -> str:
+        return click.termui.hidden_prompt_func(prompt)
+
+    def write(text: str, err: bool) -> None:
+        click.echo(text, nl=False, err=err)
+
+    options = FlowOptions(
+        target=target, platform=platform, peek_all=peek_all, save_all=save_all, db_path=db_path,
+        out_dir=out_dir, client_options=client_options, progress_factory=_blob_progress_factory(),
+    )
+    with open_log(log_file) as log:
+        result = run(options, Prompter(read, write, read_secret=read_secret, log=log))
+    sys.exit(result.exit_code)
 
 
 @cli.command()
@@ -252,3 +324,574 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
     click.echo(summary.as_line())
     if not summary.ok:
         sys.exit(1)
+
+
+# -- save / export / extract (issue 5) ------------------------------------------------
+
+_BLOB_EXIT_STATUS = """
+    \b
+    Exit status:
+      0  everything asked for was written
+      1  nothing matched, some matches were not written (see the summary),
+         or another failure (not found, access denied)
+      2  usage or input error (bad reference, pattern, option or index)
+      3  verification failure (digest or size mismatch) or network failure
+"""
+
+
+def _blob_progress_factory():
+    "A progress bar per blob on a terminal; nothing otherwise."
+    import contextlib
+
+    if not sys.stderr.isatty():
+        return None
+
+    @contextlib.contextmanager
+    def bar(label: str, total: int | None):
+        if not total:
+            yield None
+            return
+        with click.progressbar(length=total, label=label, file=sys.stderr, show_percent=True, width=24) as progress:
+            yield progress.update
+
+    return bar
+
+
+def _shown(text) -> str:
+    "A path for the terminal: bytes that are not UTF-8 as \\xNN."
+    text = str(text)
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _echo_download(result) -> None:
+    from .image import human_size
+
+    label = {"downloaded": "saved", "resumed": "resumed", "skipped": "skipped"}[result.status]
+    note = "  (already saved, verified)" if result.skipped else ""
+    click.echo(f"{label:<8} {result.path}  {human_size(result.size)}{note}")
+
+
+def _echo_extract_report(report, out_dir) -> None:
+    for refused in report.refused:
+        where = f" (layer {refused.layer})" if refused.layer is not None else ""
+        click.echo(f"refused  {_shown(refused.path)}{where}: {_shown(refused.reason)}", err=True)
+    for written in report.escaped:
+        click.echo(f"escaped  {_shown(written.path)!r} written as {_shown(written.written_as)!r}", err=True)
+    for path, layer in report.deleted:
+        hint = f" (its old copy is in layer {layer}: add --layer {layer} to get it)" if layer is not None else ""
+        click.echo(f"deleted  {_shown(path)}: removed by a later layer{hint}", err=True)
+    if report.modes_dropped:
+        shown = ", ".join(_shown(p) for p in report.modes_dropped[:3]) + (" ..." if len(report.modes_dropped) > 3 else "")
+        click.echo(f"note: setuid/setgid bits dropped from {len(report.modes_dropped)} file(s) (--keep-modes keeps them): {shown}", err=True)
+    from .image import human_size
+
+    matched = len(report.written) + len(report.refused)
+    if matched:
+        parts = [f"Wrote {len(report.written)} of {matched} matching entr{'y' if matched == 1 else 'ies'}"]
+    else:
+        parts = ["Nothing written: no " + ("visible " if report.deleted or report.shadowed else "") + "entry matches"]
+    if out_dir is not None and matched:
+        parts[0] += f" to {out_dir}"
+    if report.refused:
+        parts.append(f"{len(report.refused)} refused")
+    if report.shadowed:
+        parts.append(f"{report.shadowed} older version(s) in lower layers skipped")
+    complete = sum(1 for layer in report.layers if layer.complete)
+    if not report.layers:
+        parts.append("no layer read")
+    elif complete == len(report.layers):
+        parts.append(f"{len(report.layers)} layer(s) read to the end (digest verified)")
+    elif complete == 0:
+        parts.append(f"{len(report.layers)} layer(s) read up to the last match (digest not checked: --verify)")
+    else:
+        parts.append(
+            f"{len(report.layers)} layer(s) read, {complete} to the end (digest verified), "
+            f"{len(report.layers) - complete} up to the last match"
+        )
+    parts[-1] += f", {human_size(report.bytes_fetched)} downloaded in {report.seconds:.1f}s"
+    click.echo(", ".join(parts), err=True)
+
+
+@cli.command()
+@click.argument("reference")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to save (default: this machine's, else the first).")
+@click.option("--layer", "layers", multiple=True, metavar="N|DIGEST",
+              help="A layer to save: index (0 = base, -1 = top) or digest (a unique hex prefix will do). Repeatable.")
+@click.option("--all", "all_layers", is_flag=True, help="Save every layer.")
+@click.option("--config", "config", is_flag=True, help="Save the config blob too (as <digest hex>.json).")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default="downloads",
+              show_default=True, help="Directory to save into.")
+@registry_options
+def save(reference, platform, layers, all_layers, config, out_dir, client_options):
+    """Save an image's layer blobs (and config) to DIR, verified by digest.
+
+    Blobs go to DIR/<registry>/<repository>/<digest hex>.<tar.gz|tar.zst|tar>.
+    Bytes stream into a .part file, checked against the digest and size on
+    the way, and renamed into place only when both match. An interrupted
+    download resumes from its .part on the next run; a blob already saved
+    (re-hashed, it matches) is skipped.
+
+    \b
+    Examples:
+        layerslayer save alpine:3.20 --all
+        layerslayer save nginx:latest --layer -1 --config -o ./blobs
+    """
+    from .blobs import save_image
+    from .image import human_size
+
+    if not (layers or all_layers or config):
+        raise click.UsageError("choose what to save: --layer N|DIGEST, --all, and/or --config")
+    if layers and all_layers:
+        raise click.UsageError("--layer and --all are mutually exclusive")
+    summary = save_image(
+        reference, options=client_options, platform=platform, layers=layers, all_layers=all_layers,
+        config=config, out_dir=out_dir, progress_factory=_blob_progress_factory(), on_result=_echo_download,
+        on_error=lambda digest, error: click.echo(f"failed   {digest}: {error}", err=True),
+    )
+    for digest in summary.foreign:
+        click.echo(f"foreign  {digest}: not distributed by this registry, not saved", err=True)
+    skipped = sum(1 for r in summary.results if r.skipped)
+    saved = len(summary.results) - skipped
+    line = f"Saved {saved} blob(s)"
+    if skipped:
+        line += f", {skipped} already there"
+    if summary.errors:
+        line += f", {len(summary.errors)} failed"
+    click.echo(f"{line}; {human_size(summary.bytes_fetched)} downloaded in {summary.seconds:.1f}s", err=True)
+    sys.exit(summary.exit_code)
+
+
+save.help += _BLOB_EXIT_STATUS
+
+
+@cli.command()
+@db_argument
+@click.option("--match", "-m", "patterns", multiple=True, metavar="PATTERN",
+              help="Export the layers holding files that match (same rules as `find`). Repeatable.")
+@click.option("--layer", "digests", multiple=True, metavar="DIGEST", help="Export this layer of the index. Repeatable.")
+@click.option("--files", is_flag=True, help="Write only the matching files, not whole blobs.")
+@click.option("-i", "--ignore-case", is_flag=True, help="Match patterns case-insensitively.")
+@click.option("--keep-modes", is_flag=True, help="With --files: keep setuid/setgid bits.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default="downloads",
+              show_default=True, help="Directory to save into.")
+@registry_options
+def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, client_options):
+    """Save the layers of index DB that hold matching files (or are named).
+
+    Each layer is fetched from a registry and repository it was indexed
+    from and saved as `save` does, under
+    DIR/<registry>/<repository>/<digest hex>.<ext>. With --files only the
+    matching files are written, under DIR/<registry>/<repository>/<digest hex>/,
+    and each layer is read only up to its last match.
+
+    \b
+    Patterns: without "/" a pattern matches the file name, with "/" the whole
+    path (leading "/" optional); * ? [...] globs, * also matches "/".
+
+    \b
+    Examples:
+        layerslayer export images.db --match '*.pem' --match id_rsa
+        layerslayer export images.db --match '/app/.env' --files -o loot
+        layerslayer export images.db --layer sha256:4abc...
+    """
+    from .blobs import export_layers
+    from .image import human_size
+
+    if not (patterns or digests):
+        raise click.UsageError("choose layers with --match PATTERN or --layer DIGEST")
+    if files and digests:
+        raise click.UsageError("--files goes with --match, not --layer")
+    for pattern in patterns:
+        if not pattern.strip("/"):
+            raise click.UsageError(f"pattern {pattern!r} is empty")
+
+    def show(item) -> None:
+        where = f"{item.registry}/{item.repository}" if item.repository else "?"
+        if item.error:
+            click.echo(f"failed   {item.layer.digest} from {where}: {item.error}", err=True)
+        elif item.download:
+            _echo_download(item.download)
+        elif item.files:
+            for written in item.files.written:
+                click.echo(f"wrote    {_shown(item.files.out_dir / written.written_as)}")
+            for refused in item.files.refused:
+                click.echo(f"refused  {_shown(refused.path)} (layer {item.layer.digest[:19]}): {_shown(refused.reason)}", err=True)
+
+    summary = export_layers(
+        db, patterns=patterns, digests=digests, ignore_case=ignore_case, files=files, keep_modes=keep_modes,
+        out_dir=out_dir, options=client_options, progress_factory=_blob_progress_factory(), on_item=show,
+    )
+    if not summary.items:
+        click.echo("No indexed layer holds a matching file.", err=True)
+    else:
+        failed = len(summary.errors)
+        what = "files from" if files else ""
+        line = f"Exported {what + ' ' if what else ''}{len(summary.items) - failed} layer(s)"
+        if failed:
+            line += f", {failed} failed"
+        click.echo(f"{line}; {human_size(summary.bytes_fetched)} downloaded in {summary.seconds:.1f}s", err=True)
+    sys.exit(summary.exit_code)
+
+
+export.help += _BLOB_EXIT_STATUS
+
+
+@cli.command()
+@click.argument("reference")
+@click.argument("patterns", nargs=-1, required=True)
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to read (default: this machine's, else the first).")
+@click.option("--layer", metavar="N|DIGEST", help="Read only this layer (index or digest), deleted files included.")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=".",
+              show_default=True, help="Directory to write the files under (image paths are kept).")
+@click.option("--stdout", "to_stdout", is_flag=True, help="Write the one matching file's contents to standard output.")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="An index holding this image: read only the layers with matches, each up to its last match.")
+@click.option("-i", "--ignore-case", is_flag=True, help="Match patterns case-insensitively.")
+@click.option("--keep-modes", is_flag=True, help="Keep setuid/setgid bits (dropped by default).")
+@click.option("--verify", is_flag=True, help="Read every layer opened to its end and check its digest (no early stop).")
+@registry_options
+def extract(reference, patterns, platform, layer, out_dir, to_stdout, db_path, ignore_case, keep_modes, verify, client_options):
+    """Write the files of image REFERENCE that match PATTERN(s), without a database.
+
+    Layers stream from the registry, top layer first, and the result is the
+    image's final file system: a file written from a later layer is not
+    replaced by an older copy, and files a later layer deleted are listed,
+    not written (--layer N reads one layer, deleted files included). When
+    every pattern is an exact path, reading stops right after the last one.
+
+    \b
+    Patterns: without "/" a pattern matches the file name, with "/" the whole
+    path (leading "/" optional); * ? [...] globs, * also matches "/".
+
+    \b
+    Safety, always on: nothing is written outside the output directory.
+    Refused: ".." and absolute names, symbolic links that point outside,
+    hard links outside or to files not extracted, anything through a
+    symbolic link, device files and FIFOs. setuid/setgid bits are dropped
+    unless --keep-modes. Names the file system cannot hold are escaped.
+
+    \b
+    Examples:
+        layerslayer extract alpine:3.20 /etc/os-release -o out
+        layerslayer extract nginx:latest '*.conf' -o nginx-conf
+        layerslayer extract alpine:3.20 /etc/alpine-release --stdout
+    """
+    from .blobs import extract_image
+    from .errors import UsageError
+
+    if to_stdout and out_dir != Path("."):
+        raise click.UsageError("-o and --stdout are mutually exclusive")
+    if to_stdout and len(patterns) != 1:
+        raise click.UsageError("--stdout writes one file: give exactly one PATTERN")
+
+    def message(text: str) -> None:
+        click.echo(f"note: {text}", err=True)
+
+    def show(written) -> None:
+        click.echo(_shown(written.written_as))
+
+    try:
+        report = extract_image(
+            reference, patterns, options=client_options, platform=platform, layer=layer,
+            out_dir=out_dir, stdout=sys.stdout.buffer if to_stdout else None, db_path=db_path,
+            ignore_case=ignore_case, keep_modes=keep_modes, verify=verify,
+            on_written=None if to_stdout else show, message=message,
+        )
+    except UsageError as error:
+        raise click.UsageError(str(error))
+    if to_stdout:
+        for refused in report.refused:
+            click.echo(f"Error: {refused.reason}", err=True)
+        if not report.written and not report.refused:
+            click.echo(f"Error: no file matches {patterns[0]}", err=True)
+        sys.exit(0 if report.written else 1)
+    _echo_extract_report(report, out_dir)
+    sys.exit(report.exit_status)
+
+
+extract.help += _BLOB_EXIT_STATUS
+
+
+# -- browse (issue 7) ------------------------------------------------------------------
+
+
+@cli.command()
+@db_argument
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (anything but loopback exposes the index to the network).")
+@click.option("--port", type=click.IntRange(min=0, max=65535), default=8001, show_default=True,
+              help="Port to listen on (0: any free port).")
+@click.option("--open/--no-open", "open_browser", default=False, show_default=True,
+              help="Open the URL in a web browser.")
+@debug_option
+def browse(db, host, port, open_browser):
+    """Explore index DB in Datasette, read-only, until Ctrl-C.
+
+    Canned queries (files by glob, the secrets preset, ghost files, largest
+    files, shared layers, images that contain a path), path search, facets,
+    and on each layer the `layerslayer save` / `extract` commands that fetch
+    it. DB stays read-only: an `index` run may add to it meanwhile.
+
+    \b
+    Examples:
+        layerslayer browse images.db
+        layerslayer browse images.db --port 8080 --open
+    """
+    from .browse import browse as serve
+
+    serve(db, host=host, port=port, open_browser=open_browser,
+          echo=click.echo, warn=lambda text: click.echo(text, err=True))
+
+
+# -- find / ls / images (issue 4) -------------------------------------------------------
+
+_FIND_EXIT_STATUS = """
+    \b
+    Exit status (like grep):
+      0  something matched (or was listed)
+      1  nothing matched: no output (--json prints [], --count prints 0)
+      2  usage or input error (bad pattern, size or option, unknown image,
+         platform or layer, a file that is not a layerslayer index)
+"""
+
+
+def _list_presets(ctx: click.Context, param, value: bool) -> None:
+    if value and not ctx.resilient_parsing:
+        from .presets import format_presets
+
+        click.echo(format_presets())
+        ctx.exit(0)
+
+
+def _open_index(db):
+    from .store import open_db
+
+    return open_db(db, must_exist=True)
+
+
+def _echo_table(headers: list[str], rows: list[list[str]]) -> None:
+    "Aligned columns; the last one is not padded."
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    for row in [headers, *rows]:
+        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
+        click.echo("  ".join(cells).rstrip())
+
+
+def _hit_cells(hit, with_image: bool = True) -> list[str]:
+    from .image import human_size
+    from .query import format_mtime, printable
+
+    path = printable(hit.path)
+    if hit.type == "symlink":
+        path += f" -> {printable(hit.linkname)}"
+    elif hit.type == "hardlink":
+        path += f" link to {printable(hit.linkname)}"
+    if hit.whiteout == "whiteout":
+        parent, _, name = hit.path.rpartition("/")
+        path += f"  (whiteout: deletes {printable((parent + '/' if parent else '') + name[4:])})"
+    elif hit.whiteout == "opaque":
+        parent = hit.path.rpartition("/")[0]
+        path += f"  (opaque: hides lower {printable(parent + '/' if parent else '/')})"
+    elif hit.deleted:
+        path += f"  (deleted in layer {hit.deleted_in_layer}{', recreated' if hit.recreated else ''})"
+    size = human_size(hit.size) if hit.type == "file" else "-"
+    cells = [str(hit.layer_index), hit.mode_string, f"{printable(hit.uname or str(hit.uid))}/{printable(hit.gname or str(hit.gid))}",
+             size, format_mtime(hit.mtime), path]
+    return ([hit.image, hit.platform or "-"] if with_image else []) + cells
+
+
+def _echo_hits(hits, fmt: str | None, with_image: bool = True) -> None:
+    from .query import FIELDS
+
+    if fmt == "json":
+        click.echo(json.dumps([h.as_dict() for h in hits], indent=2))
+    elif fmt == "nl":
+        for h in hits:
+            click.echo(json.dumps(h.as_dict()))
+    elif fmt == "csv":
+        import csv
+        import io
+
+        if not hits:
+            return
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+        writer.writeheader()
+        for h in hits:
+            writer.writerow({k: ("true" if v is True else "false" if v is False else v) for k, v in h.as_dict().items()})
+        click.echo(out.getvalue(), nl=False)
+    elif hits:
+        headers = (["IMAGE", "PLATFORM"] if with_image else []) + ["LAYER", "MODE", "OWNER", "SIZE", "MTIME", "PATH"]
+        _echo_table(headers, [_hit_cells(h, with_image) for h in hits])
+
+
+_format_options = [
+    click.option("--json", "fmt", flag_value="json", help="One JSON array of objects."),
+    click.option("--nl", "fmt", flag_value="nl", help="One JSON object per line."),
+    click.option("--csv", "fmt", flag_value="csv", help="CSV with a header row."),
+]
+
+
+def format_options(fn):
+    for option in reversed(_format_options):
+        fn = option(fn)
+    return fn
+
+
+@cli.command()
+@db_argument
+@click.argument("patterns", nargs=-1)
+@click.option("-i", "--ignore-case", is_flag=True, help="Match PATTERNs case-insensitively.")
+@click.option("--preset", "presets", multiple=True, metavar="NAME",
+              help="Add the patterns of a recon preset (e.g. secrets; always case-insensitive). Repeatable.")
+@click.option("--list-presets", is_flag=True, is_eager=True, expose_value=False, callback=_list_presets,
+              help="Print every preset and its patterns, then exit.")
+@click.option("--image", "images", multiple=True, metavar="REF",
+              help="Only this image: full or short reference, repository (every tag) or digest. Repeatable.")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Only this platform.")
+@click.option("--type", "types", multiple=True, metavar="f|d|l|h|c|b|p",
+              help="Only this entry type: file, dir, symlink, hardlink, char, block, fifo. Repeatable.")
+@click.option("--min-size", metavar="SIZE", help="Only entries of at least SIZE bytes (10M, 1.5G, 512K; powers of 1024).")
+@click.option("--max-size", metavar="SIZE", help="Only entries of at most SIZE bytes.")
+@click.option("--layer", metavar="DIGEST", help="Only this layer (a unique digest prefix will do).")
+@click.option("--deleted", is_flag=True, help="Only entries a later layer deleted (whiteout or opaque directory): still in their blob.")
+@click.option("--visible", is_flag=True, help="Only entries present in the image's final filesystem.")
+@click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Print at most N rows.")
+@click.option("--count", "count_only", is_flag=True, help="Print the number of matching rows only.")
+@format_options
+@click.option("--explain", is_flag=True, hidden=True, help="Show how each pattern is looked up (on stderr).")
+@debug_option
+def find(db, patterns, ignore_case, presets, images, platform, types, min_size, max_size, layer, deleted, visible,
+         limit, count_only, fmt, explain):
+    """Find files by glob across every image of index DB.
+
+    One row per matching entry and image platform holding its layer; a
+    file deleted by a later layer (a "ghost", still readable in its blob) is
+    marked "(deleted in layer N)". Several patterns (and presets) are OR-ed.
+
+    \b
+    Patterns: without "/" a pattern matches the file name (like find -name),
+    with "/" the whole path (leading "/" optional); * ? [...] globs, * also
+    matches "/"; case-sensitive unless -i. Quote them from the shell.
+
+    \b
+    Examples:
+        layerslayer find images.db '*.pem' id_rsa
+        layerslayer find images.db --preset secrets --deleted
+        layerslayer find images.db '/etc/ssh/*' --image nginx:latest --type f
+        layerslayer find images.db '*.so*' --min-size 10M --json
+    """
+    from .query import FindQuery
+
+    if not patterns and not presets:
+        raise click.UsageError("give at least one PATTERN or --preset NAME (--list-presets shows them)")
+    database = _open_index(db)
+    try:
+        query = FindQuery(
+            database, patterns, ignore_case=ignore_case, presets=presets, images=images, platform=platform,
+            types=types, min_size=min_size, max_size=max_size, layer=layer, deleted=deleted, visible=visible,
+            limit=limit,
+        )
+        if explain:
+            for line in query.explain():
+                click.echo(f"plan: {line}", err=True)
+        if count_only:
+            n = query.count()
+            click.echo(json.dumps({"count": n}) if fmt in ("json", "nl") else str(n))
+            sys.exit(0 if n else 1)
+        hits = query.hits()
+    finally:
+        database.close()
+    _echo_hits(hits, fmt)
+    sys.exit(0 if hits else 1)
+
+
+find.help += _FIND_EXIT_STATUS
+
+
+@cli.command(name="ls")
+@db_argument
+@click.argument("reference")
+@click.argument("path", required=False)
+@click.option("--layer", metavar="N|DIGEST",
+              help="List one layer (0 = base, -1 = top, or a digest prefix): its own entries, whiteout markers included.")
+@click.option("--merged", is_flag=True, help="List the final filesystem, whiteouts applied (the default).")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to list (default: this machine's, else the first).")
+@format_options
+@debug_option
+def ls_command(db, reference, path, layer, merged, platform, fmt):
+    """List the files of image REFERENCE in index DB, like `ls -lR`.
+
+    Without --layer: the image's merged filesystem (layers applied in order,
+    files deleted by whiteouts or opaque directories left out, the top
+    version of each path kept), with the layer each entry comes from. With
+    PATH, only PATH and what is below it.
+
+    \b
+    Examples:
+        layerslayer ls images.db nginx:latest /etc/nginx
+        layerslayer ls images.db localhost:5000/team/app:v1 --layer -1
+    """
+    from .query import list_files
+
+    if layer is not None and merged:
+        raise click.UsageError("--layer and --merged exclude each other")
+    database = _open_index(db)
+    try:
+        hits = list_files(database, reference, path, layer=layer, platform=platform)
+    finally:
+        database.close()
+    _echo_hits(hits, fmt, with_image=False)
+    if not hits and path:
+        click.echo(f"{path}: no such path in {reference}" + (f" layer {layer}" if layer is not None else ""), err=True)
+    sys.exit(0 if hits else 1)
+
+
+ls_command.help += """
+    \b
+    Exit status:
+      0  something was listed
+      1  nothing to list (no such PATH): no output (--json prints [])
+      2  usage or input error (unknown image, platform or layer, a file that
+         is not a layerslayer index)
+"""
+
+
+@cli.command()
+@db_argument
+@click.option("--json", "as_json", is_flag=True, help="One JSON array of objects (with every platform).")
+@debug_option
+def images(db, as_json):
+    """List the images of index DB: reference, digest, platforms, layers, files.
+
+    LAYERS counts indexed/total layers when some are not indexed (yet, or
+    failed: `layerslayer index` retries them).
+
+    \b
+    Exit status: 0 images listed, 1 the index is empty (--json prints []),
+    2 DB is not a layerslayer index.
+    """
+    from .image import human_size
+    from .query import list_images
+
+    database = _open_index(db)
+    try:
+        summaries = list_images(database)
+    finally:
+        database.close()
+    if as_json:
+        click.echo(json.dumps([s.as_dict() for s in summaries], indent=2))
+    elif summaries:
+        rows = []
+        for s in summaries:
+            layers = str(s.layers) if s.layers == s.layers_indexed else f"{s.layers_indexed}/{s.layers}"
+            rows.append([
+                s.reference, s.digest[:19], ", ".join(p.platform or "?" for p in s.platforms) or "-", layers,
+                f"{s.files:,}", human_size(s.size), (s.indexed_at or "-").replace("T", " ")[:16],
+            ])
+        _echo_table(["REFERENCE", "DIGEST", "PLATFORMS", "LAYERS", "FILES", "SIZE", "INDEXED"], rows)
+    sys.exit(0 if summaries else 1)

@@ -175,6 +175,12 @@ def test_non_sqlite_file_is_refused_untouched(tmp_path, content):
     _assert_refused(path, "not an SQLite database")
 
 
+def test_large_non_sqlite_file_is_refused_untouched(tmp_path):
+    path = tmp_path / "index.db"
+    path.write_bytes(b"not a database, just a long text file\n" * 200)
+    _assert_refused(path, "not an SQLite database")
+
+
 def test_corrupt_sqlite_file_is_refused(tmp_path):
     path = tmp_path / "index.db"
     path.write_bytes(b"SQLite format 3\x00" + b"\xff" * 4000)
@@ -309,6 +315,13 @@ def test_layer_writer_records_everything(db):
     assert got[3][12] == "tool" and got[4][12] == "usr/bin/tool"
     assert rows(db, "SELECT status, entries, listed_via, bytes_read FROM layers") == [("indexed", 8, "stream", 123)]
     assert rows(db, "SELECT typeof(mtime) FROM files WHERE path = 'usr'") == [("real",)]
+
+
+def test_empty_layer(db):
+    digest = "sha256:" + "0" * 64
+    with LayerWriter(db, digest, "estargz-toc") as writer:
+        assert writer.commit(bytes_read=0) == 0
+    assert rows(db, "SELECT status, entries, listed_via FROM layers") == [("indexed", 0, "estargz-toc")]
 
 
 def test_layer_writer_batches(db):
@@ -488,6 +501,21 @@ def test_find_queries_use_indexes(db):
     assert "paths_path (path>? AND path<?)" in p
     p = plan("SELECT * FROM image_files WHERE path_id IN (SELECT rowid FROM paths_fts WHERE path GLOB '*.pem')")
     assert "VIRTUAL TABLE INDEX" in p and "entries_path" in p
+    # ghost_files starts from the deletions, never from all entries
+    p = plan("SELECT * FROM ghost_files WHERE platform_id = 1")
+    assert "SCAN e" not in p and "SEARCH d USING PRIMARY KEY (layer_id=?)" in p
+    assert "SEARCH e USING INDEX entries_path (path_id=? AND layer_id=?)" in p
+    p = plan("SELECT * FROM visible_files WHERE name = 'id_rsa'")
+    assert p.startswith("SEARCH p USING INDEX paths_name (name=?)") and "SCAN" not in p
+    assert "SEARCH s USING COVERING INDEX entries_path (path_id=? AND layer_id=?)" in p
+
+
+def test_optimize_drops_statistics(db):
+    make_image(db, [[E("a")]])
+    db.execute("ANALYZE")
+    assert rows(db, "SELECT count(*) FROM sqlite_stat1")[0][0] > 0
+    store.optimize(db)
+    assert rows(db, "SELECT count(*) FROM sqlite_stat1") == [(0,)]
 
 
 # ---------------------------------------------------------------------------
@@ -528,6 +556,12 @@ def test_whiteout_of_a_file(db):
         [E("etc", "dir"), E("etc/.wh.secret.key")],
     ])
     assert ghosts(db, pid) == [(0, "etc/secret.key", 1, "etc/.wh.secret.key", 0)]
+    assert rows(db, "SELECT deletion, image, platform, size, whiteout FROM ghost_files") == [
+        ("whiteout", "registry.example/team/app:1", "linux/amd64", 0, 0)
+    ]
+    assert rows(db, "SELECT kind, marker_path, target, prefix FROM layer_deletions") == [
+        (1, "etc/.wh.secret.key", "etc/secret.key", "etc/secret.key/")
+    ]
     assert visible(db, pid) == [(0, "etc/keep"), (1, "etc")]
 
 
@@ -605,6 +639,8 @@ def test_directory_replaced_by_a_symlink_hides_its_contents(db, order):
         [E("opt/app", "symlink", linkname="/srv/app")],
     ], index_order=order)
     assert ghosts(db, pid) == [(0, "opt/app/secret.key", 1, "opt/app", 0)]
+    assert rows(db, "SELECT deletion FROM ghost_files") == [("replaced",)]
+    assert rows(db, "SELECT kind, marker_path, target, prefix FROM layer_deletions") == [(3, "opt/app", None, "opt/app/")]
     assert visible(db, pid) == [(0, "opt"), (0, "opt/apps"), (1, "opt/app")]
     assert rows(db, "SELECT whiteout, type FROM files WHERE path = 'opt/app' AND type = 'symlink'") == [(0, "symlink")]
 
@@ -660,7 +696,7 @@ def test_schema_text_is_stable(tmp_path):
              for line in text.splitlines() if line.startswith(("CREATE TABLE", "CREATE VIEW"))]
     assert order == [
         "images", "platforms", "history", "layers", "layer_sources", "platform_layers", "paths", "entries",
-        "files", "image_layers", "image_files", "layer_deletions", "ghost_files", "visible_files",
+        "deletions", "files", "image_layers", "image_files", "layer_deletions", "ghost_files", "visible_files",
     ]
     a.close()
     b.close()

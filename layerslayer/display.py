@@ -1,0 +1,115 @@
+"""How index values read for people: modes, times, digests, and the commands
+that fetch a layer. Shared by the Datasette plugin (and free for the CLI).
+
+Kept free of heavy imports: Datasette imports the plugin at start-up.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import shlex
+
+from .migrations import ENTRY_TYPES
+from .reference import Reference
+
+#: Entry type names by ``entries.type`` code (the views show the names).
+TYPE_NAMES = ENTRY_TYPES
+
+#: What ``entries.whiteout`` codes mean (the views show 0/1 flags instead).
+WHITEOUT_CODES = {0: "", 1: "whiteout", 2: "opaque", 3: "replaces a directory"}
+
+SHORT_DIGEST_HEX = 12
+
+
+def type_name(value) -> str | None:
+    "A type code (0-6) or name as its name."
+    if isinstance(value, int) and 0 <= value < len(TYPE_NAMES):
+        return TYPE_NAMES[value]
+    if isinstance(value, str) and value in TYPE_NAMES:
+        return value
+    return None
+
+
+def format_mode(mode: int, type_=None) -> str:
+    """``-rwxr-xr-x``, ``drwxr-xr-x``, ``lrwxrwxrwx``, ``-rwsr-xr-x``: as ``find`` prints
+    modes (hard links show ``h`` as in ``tar -tv``). ``type_`` is a type name or code."""
+    return _mode_string()(type_name(type_) or "?", int(mode) & 0o7777)
+
+
+@functools.lru_cache(maxsize=1)
+def _mode_string():
+    from .query import mode_string  # the one `find` prints
+
+    return mode_string
+
+
+def format_mtime(value) -> str | None:
+    "Seconds since the epoch as ISO 8601 UTC (``2023-11-14T22:13:20Z``); None if not a time."
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        moment = datetime.datetime.fromtimestamp(value, datetime.timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+    timespec = "seconds" if float(value).is_integer() else "microseconds"
+    return moment.replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
+
+
+def is_digest(value) -> bool:
+    if not isinstance(value, str):
+        return False
+    algorithm, sep, hexpart = value.partition(":")
+    return bool(sep) and algorithm.isalnum() and len(hexpart) >= 32 and all(c in "0123456789abcdef" for c in hexpart)
+
+
+def short_digest(digest: str) -> str:
+    "``sha256:4abcdcf6ba3c…`` (12 hex digits, like docker's short ids)."
+    algorithm, _, hexpart = digest.partition(":")
+    if len(hexpart) <= SHORT_DIGEST_HEX:
+        return digest
+    return f"{algorithm}:{hexpart[:SHORT_DIGEST_HEX]}\u2026"
+
+
+def is_multi_platform(media_type: str | None) -> bool:
+    "True for an OCI index or a Docker manifest list (the image needs --platform)."
+    return bool(media_type) and ("image.index" in media_type or "manifest.list" in media_type)
+
+
+def pinned_reference(registry: str, repository: str, tag: str | None, digest: str | None) -> str:
+    """The image as indexed, pinned to its digest: ``host/repo:tag@sha256:…``.
+
+    The tag is kept for people to read; the digest makes the commands fetch
+    exactly what was indexed even if the tag has moved since.
+    """
+    return Reference(registry, repository, tag or None, digest or None).short
+
+
+def save_command(reference: str, layer_digest: str, platform: str | None = None) -> str:
+    "``layerslayer save REF [--platform P] --layer DIGEST``"
+    parts = ["layerslayer", "save", reference]
+    if platform:
+        parts += ["--platform", platform]
+    parts += ["--layer", layer_digest]
+    return shlex.join(parts)
+
+
+def extract_command(reference: str, position: int, pattern: str = "*", platform: str | None = None,
+                    out_dir: str | None = None) -> str:
+    "``layerslayer extract REF PATTERN [--platform P] --layer N [-o DIR]``"
+    parts = ["layerslayer", "extract", reference, pattern]
+    if platform:
+        parts += ["--platform", platform]
+    parts += ["--layer", str(position)]
+    if out_dir:
+        parts += ["-o", out_dir]
+    return shlex.join(parts)
+
+
+def save_all_command(reference: str, platform: str | None = None) -> str:
+    "``layerslayer save REF [--platform P] --all``"
+    parts = ["layerslayer", "save", reference]
+    if platform:
+        parts += ["--platform", platform]
+    parts.append("--all")
+    return shlex.join(parts)
