@@ -56,3 +56,18 @@ def test_top_level_options_documented():
     for param in cli.params:
         if isinstance(param, click.Option) and not param.hidden:
             assert any(opt in README for opt in param.opts), param.opts
+
+
+def test_schema_documented():
+    "The README's schema block is generated from the migrations (UPDATE_README=1 rewrites it)."
+    import os
+
+    from layerslayer import store
+
+    db = store.open_db(":memory:")
+    block = f"<!-- schema -->\n```sql\n{store.schema_text(db).strip()}\n```\n<!-- /schema -->"
+    if os.environ.get("UPDATE_README"):
+        text = re.sub(r"<!-- schema -->.*?<!-- /schema -->", lambda m: block, README, flags=re.S)
+        (ROOT / "README.md").write_text(text)
+        return
+    assert block in README, "README schema is stale: run UPDATE_README=1 python3 -m pytest tests/test_docs.py"
