@@ -51,27 +51,22 @@ class Reference:
         host = "docker.io" if self.is_docker_hub else self.registry
         return f"{host}/{self.repository}"
 
-    def __str__(self) -> str:
-        text = self.name
+    def _with_suffix(self, name: str) -> str:
         if self.tag:
-            text += f":{self.tag}"
+            name += f":{self.tag}"
         if self.digest:
-            text += f"@{self.digest}"
-        return text
+            name += f"@{self.digest}"
+        return name
+
+    def __str__(self) -> str:
+        return self._with_suffix(self.name)
 
     @property
     def short(self) -> str:
         "The familiar form: nginx:latest, moby/buildkit:v1, ghcr.io/o/r:t."
         if self.is_docker_hub:
-            repo = self.repository.removeprefix("library/")
-            text = repo
-        else:
-            text = self.name
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
+            return self._with_suffix(self.repository.removeprefix("library/"))
+        return self._with_suffix(self.name)
 
     def with_digest(self, digest: str) -> "Reference":
         return Reference(self.registry, self.repository, self.tag, digest)

@@ -19,7 +19,6 @@ import gzip
 import io
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import tarfile
@@ -29,6 +28,7 @@ import zlib
 import pytest
 import zstandard
 from click.testing import CliRunner
+from dbrows import rows
 from harness.builder import (
     OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST, build_image, layer,
     push_blob, push_image, push_index, push_manifest, raw_layer, sha256_digest, tar_layer,
@@ -191,13 +191,6 @@ def run_measured(args: list[str], tmp_path, timeout: float = MAX_SECONDS) -> tup
         pytest.fail(f"layerslayer {' '.join(args[:2])} did not finish in {timeout}s")
     return report["status"], out.read_text(), err.read_text(), report["seconds"], report["rss_kb"] / 1024
 
-
-def rows(db, sql, params=()):
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 # -- hostile layers ------------------------------------------------------------------

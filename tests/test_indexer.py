@@ -20,6 +20,7 @@ from lazy_layers import build_estargz, build_zstd_chunked, member
 from layerslayer.cli import cli
 from layerslayer.store import path_from_row
 from layerslayer.tarstream import normalize_path
+from dbrows import rows
 
 TYPES = {
     tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink",
@@ -30,13 +31,6 @@ TYPES = {
 def index(db, *args):
     return CliRunner().invoke(cli, ["index", str(db), *[str(a) for a in args]])
 
-
-def rows(db, sql, params=()):
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def layer_files(db, digest):

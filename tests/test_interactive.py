@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sqlite3
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from layerslayer.interactive import (
     printable,
 )
 from layerslayer.tarstream import Entry
+from dbrows import rows
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -50,13 +50,6 @@ def files_under(path: Path) -> list[Path]:
 def sha256(path: Path) -> str:
     return "sha256:" + hashlib.sha256(path.read_bytes()).hexdigest()
 
-
-def rows(db, sql, params=()):
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def app_image(reg, repo, **kw):

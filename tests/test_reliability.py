@@ -29,6 +29,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from dbrows import rows
 from harness.builder import layer, push_image
 
 from layerslayer.cli import cli
@@ -43,13 +44,6 @@ def run(*args):
     result.seconds = time.monotonic() - started
     return result
 
-
-def rows(db, sql, params=()):
-    conn = sqlite3.connect(db)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
 
 
 def noise(n: int, seed: int) -> bytes:
