@@ -160,6 +160,7 @@ def index_layer(
     cancel = cancel or threading.Event()
     db = store.open_db(db_path)
     try:
+        store.tune_for_indexing(db)
         if toc.toc_kind(job.annotations) is not None:
             try:
                 return _index_from_toc(db, client, job, progress)
@@ -179,7 +180,9 @@ def index_layer(
                 entries += 1
                 yield entry
 
-        # Download and hash in one thread, inflate and parse in this one.
+        # Download and hash in one thread, inflate and parse in this one (a
+        # third thread for inflating was measured: +0.6 s CPU in GIL hand-offs
+        # and no faster on 2 cores).
         blob = VerifiedStream(client.iter_blob(job.repository, job.digest), job.digest, on_bytes)
         chunks = _prefetch(blob)
 

@@ -29,6 +29,7 @@ import sqlite_utils
 from .errors import LayerslayerError
 from .migrations import ENTRY_TYPES, migrations
 
+
 __all__ = [
     "NotAnIndex",
     "open_db",
@@ -40,6 +41,7 @@ __all__ = [
     "layers_to_index",
     "layer_sources",
     "LayerWriter",
+    "tune_for_indexing",
     "mark_layer_failed",
     "schema_text",
     "stats",
@@ -51,6 +53,8 @@ __all__ = [
 
 BUSY_TIMEOUT_MS = 30_000
 CACHE_KIB = 65_536
+#: Page cache of a connection that indexes layers (see :func:`tune_for_indexing`).
+INDEXING_CACHE_KIB = 16_384
 
 #: ``entries.type`` code for each ``Entry.type``.
 TYPE_CODES = {name: code for code, name in enumerate(ENTRY_TYPES)}
@@ -116,8 +120,9 @@ def open_db(path, *, must_exist: bool = False) -> sqlite_utils.Database:
     try:
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute("PRAGMA foreign_keys = ON")
-        # Staged layers live in memory (a few MB per 100k entries), and a
-        # bigger page cache keeps the path indexes hot while indexing.
+        # TEMP tables and sorts stay in memory, and a big page cache keeps the
+        # path indexes hot for queries; connections that index layers trade
+        # both for bounded memory (tune_for_indexing).
         conn.execute("PRAGMA temp_store = MEMORY")
         conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         _check_is_ours(conn, name)
@@ -137,6 +142,21 @@ def open_db(path, *, must_exist: bool = False) -> sqlite_utils.Database:
             raise NotAnIndex(f"{name} is not a layerslayer index (not an SQLite database)") from None
         raise NotAnIndex(f"{name} is not a usable layerslayer index: {e}") from None
     return db
+
+
+def tune_for_indexing(db: sqlite_utils.Database) -> None:
+    """Set up a fresh connection that will stage and commit layers.
+
+    Staged rows go to a TEMP table on disk (``temp_store = FILE``): SQLite
+    keeps only its small temp page cache in memory and the OS buffers the
+    rest, so staging memory stays bounded however big the layer. The main
+    page cache is smaller than a reader's: a layer's commit spills to the WAL
+    when it outgrows it. Call it before any TEMP table exists (changing
+    ``temp_store`` drops them).
+    """
+    conn = db.conn
+    conn.execute("PRAGMA temp_store = FILE")
+    conn.execute(f"PRAGMA cache_size = -{INDEXING_CACHE_KIB}")
 
 
 def _check_is_ours(conn: sqlite3.Connection, name: str) -> None:
@@ -526,7 +546,7 @@ class LayerWriter:
     its own :func:`open_db`.
     """
 
-    def __init__(self, db, digest: str, listed_via: str = "stream", *, batch_size: int = 20_000):
+    def __init__(self, db, digest: str, listed_via: str = "stream", *, batch_size: int = 5_000):
         self.db = db
         self.conn: sqlite3.Connection = db.conn
         self.digest = digest

@@ -376,6 +376,33 @@ def test_staging_takes_no_lock_on_the_index(tmp_path):
     other.close()
 
 
+def test_indexing_connection_stages_on_disk_with_the_same_guarantees(tmp_path):
+    # tune_for_indexing: TEMP tables in a file and a small page cache, so
+    # staging memory is bounded; staging still takes no lock and a layer
+    # still commits (or fails) as a whole.
+    path = tmp_path / "index.db"
+    db = open_db(path)
+    store.tune_for_indexing(db)
+    assert db.execute("PRAGMA temp_store").fetchone()[0] == 1  # FILE
+    assert db.execute("PRAGMA cache_size").fetchone()[0] == -store.INDEXING_CACHE_KIB
+    other = open_db(path)
+    other.conn.execute("PRAGMA busy_timeout = 0")
+    with pytest.raises(ConnectionError):
+        with LayerWriter(db, "sha256:" + "a" * 64, batch_size=500) as writer:
+            writer.add_many(E(f"x/f{i}") for i in range(3000))
+            raise ConnectionError("download dropped")
+    assert rows(db, "SELECT count(*) FROM paths") == [(0,)]
+    with LayerWriter(db, "sha256:" + "d" * 64, batch_size=500) as writer:
+        writer.add_many(E(f"d/f{i:05d}") for i in range(20_000))
+        store.mark_layer_failed(other, "sha256:" + "e" * 64, "x")
+        assert other.execute("SELECT count(*) FROM entries").fetchone()[0] == 0
+        assert writer.commit() == 20_000
+    assert other.execute("SELECT count(*), max(position) FROM entries").fetchone() == (20_000, 19_999)
+    assert other.execute("SELECT count(*) FROM paths_fts WHERE path GLOB '*f01234'").fetchone()[0] == 1
+    db.close()
+    other.close()
+
+
 def test_failure_during_commit_rolls_back_everything(db):
     index_layer(db, [E("etc", "dir"), E("etc/hosts")])
     before = store.schema_text(db), rows(db, "SELECT * FROM paths"), rows(db, "SELECT * FROM entries")
