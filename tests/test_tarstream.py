@@ -715,7 +715,6 @@ def test_reader_iterates_once():
 # --- archives written by GNU tar ----------------------------------------------
 
 
-@pytest.mark.skipif(not __import__("shutil").which("tar"), reason="GNU tar is not installed")
 @pytest.mark.parametrize(
     "fmt,sparse",
     [("posix", False), ("posix", True), ("gnu", False), ("gnu", True), ("oldgnu", True), ("ustar", False), ("v7", False)],
