@@ -60,24 +60,17 @@ class Pattern:
         ``[^...]`` negation). It cannot fold case: with ``ignore_case`` use
         :func:`compile_patterns` as an SQL function instead.
         """
-        glob = self.glob
         out = []
-        i = 0
-        while i < len(glob):
-            c = glob[i]
-            if c == "[":
-                end = _set_end(glob, i)
-                if end is None:
-                    out.append("[[]")
-                else:
-                    body = glob[i + 1 : end]
-                    if body.startswith("!"):
-                        body = "^" + body[1:]
-                    out.append("[" + body + "]")
-                    i = end
+        for kind, text in glob_tokens(self.glob):
+            if kind == "set":
+                body = text[1:-1]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append("[" + body + "]")
+            elif text == "[":  # an unclosed "[" is a literal
+                out.append("[[]")
             else:
-                out.append(c)
-            i += 1
+                out.append(text)
         return ("path" if self.path_mode else "name", "".join(out))
 
 
@@ -106,40 +99,58 @@ def _set_end(glob: str, start: int) -> int | None:
     return j if j < len(glob) else None
 
 
-def translate(glob: str) -> str:
-    "A glob to an anchored regular expression (``*`` and ``?`` match ``/``)."
+def glob_tokens(glob: str) -> list[tuple[str, str]]:
+    """The glob as ("lit", char) | ("any", "*") | ("one", "?") | ("set", "[...]") tokens.
+
+    The one reading of a glob that the matcher, SQLite's GLOB and the query
+    planner all share. An unclosed ``[`` is a literal.
+    """
     out = []
     i = 0
     while i < len(glob):
         c = glob[i]
         if c == "*":
-            while i + 1 < len(glob) and glob[i + 1] == "*":
-                i += 1
-            out.append(".*")
+            out.append(("any", c))
         elif c == "?":
-            out.append(".")
+            out.append(("one", c))
         elif c == "[":
             end = _set_end(glob, i)
             if end is None:
-                out.append(re.escape(c))
+                out.append(("lit", c))
             else:
-                body = glob[i + 1 : end]
-                negate = body[:1] in ("!", "^")
-                if negate:
-                    body = body[1:]
-                members = []
-                for k, ch in enumerate(body):
-                    if ch == "-" and 0 < k < len(body) - 1:
-                        members.append("-")
-                    elif ch in "\\^[]-":
-                        members.append("\\" + ch)
-                    else:
-                        members.append(ch)
-                out.append("[" + ("^" if negate else "") + "".join(members) + "]")
+                out.append(("set", glob[i : end + 1]))
                 i = end
         else:
-            out.append(re.escape(c))
+            out.append(("lit", c))
         i += 1
+    return out
+
+
+def translate(glob: str) -> str:
+    "A glob to an anchored regular expression (``*`` and ``?`` match ``/``)."
+    out = []
+    for kind, text in glob_tokens(glob):
+        if kind == "any":
+            if not out or out[-1] != ".*":  # "**" is "*"
+                out.append(".*")
+        elif kind == "one":
+            out.append(".")
+        elif kind == "set":
+            body = text[1:-1]
+            negate = body[:1] in ("!", "^")
+            if negate:
+                body = body[1:]
+            members = []
+            for k, ch in enumerate(body):
+                if ch == "-" and 0 < k < len(body) - 1:
+                    members.append("-")
+                elif ch in "\\^[]-":
+                    members.append("\\" + ch)
+                else:
+                    members.append(ch)
+            out.append("[" + ("^" if negate else "") + "".join(members) + "]")
+        else:
+            out.append(re.escape(text))
     return "(?:" + "".join(out) + r")\Z"
 
 

@@ -79,7 +79,7 @@ from typing import Iterable, Iterator, Sequence
 
 from .errors import UsageError
 from .migrations import ENTRY_TYPES
-from .patterns import Pattern, _set_end, compile_patterns, parse_pattern
+from .patterns import Pattern, compile_patterns, glob_tokens, parse_pattern
 from .presets import PRESETS, Preset, format_presets, get_preset
 from .store import path_from_row, path_text
 
@@ -199,29 +199,6 @@ def preset_patterns(name: str) -> list[str]:
 # Pattern plans
 
 
-def _tokens(glob: str) -> list[tuple[str, str]]:
-    "('lit', char) | ('any', '*') | ('one', '?') | ('set', '[...]'), as patterns.translate reads the glob."
-    out = []
-    i = 0
-    while i < len(glob):
-        c = glob[i]
-        if c == "*":
-            out.append(("any", c))
-        elif c == "?":
-            out.append(("one", c))
-        elif c == "[":
-            end = _set_end(glob, i)
-            if end is None:
-                out.append(("lit", c))
-            else:
-                out.append(("set", glob[i : end + 1]))
-                i = end
-        else:
-            out.append(("lit", c))
-        i += 1
-    return out
-
-
 def _successor(text: str) -> str | None:
     "The smallest string greater than every string starting with ``text`` (None: no bound)."
     while text:
@@ -331,7 +308,7 @@ def plan_pattern(pattern: Pattern | str, ignore_case: bool = False) -> PathPlan:
     if any(_is_surrogate(c) for c in p.glob):
         # Bytes that are not UTF-8: compared on their real value, path by path.
         return PathPlan(p, "scan", _SELECT_PATHS, (), "pattern holds bytes that are not UTF-8")
-    tokens = _tokens(p.glob)
+    tokens = glob_tokens(p.glob)
     literal = all(kind == "lit" for kind, _ in tokens)
     text = "".join(v for _, v in tokens) if literal else ""
     runs = _runs(tokens, ic)
