@@ -21,6 +21,7 @@ import itertools
 import json
 import os
 import sqlite3
+import time
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
@@ -127,12 +128,11 @@ def open_db(path, *, must_exist: bool = False) -> sqlite_utils.Database:
         conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
         _check_is_ours(conn, name)
         if not memory:
-            conn.execute("PRAGMA journal_mode = WAL")
+            _retry_while_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
             # In WAL mode NORMAL never corrupts the index; a power cut may
             # lose the last layers committed, which the next run redoes.
             conn.execute("PRAGMA synchronous = NORMAL")
-        if migrations.pending(db):
-            _apply_migrations(db)
+        _retry_while_locked(lambda: migrations.pending(db) and _apply_migrations(db))
     except NotAnIndex:
         conn.close()
         raise
@@ -178,6 +178,24 @@ def _check_is_ours(conn: sqlite3.Connection, name: str) -> None:
     raise NotAnIndex(
         f"{name} is an SQLite database but not a layerslayer index; refusing to modify it"
     )
+
+
+def _retry_while_locked(step):
+    """Run ``step`` again while SQLite answers "database is locked" at once.
+
+    busy_timeout does not cover every case: switching a new file to WAL, or
+    a first open racing another process's, can fail immediately (SQLite
+    skips the busy handler where waiting could dead-lock). Bounded by the
+    same busy timeout.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.02)
 
 
 def _apply_migrations(db: sqlite_utils.Database) -> None:
