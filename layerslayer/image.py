@@ -150,6 +150,26 @@ def _bad_digest(where: str, value) -> RegistryError:
     return RegistryError(f"{where} has an invalid digest {shown} (expected sha256:<64 hex digits>)")
 
 
+def _checked_descriptors(descriptors, where: str, list_name: str, entry_name: str) -> list[dict]:
+    """Descriptors from a manifest or index, each checked: an object with a
+    valid digest and, when present, a string mediaType, a size and string
+    annotations. Anything else is a RegistryError naming ``where``."""
+    if not isinstance(descriptors, list):
+        raise RegistryError(f"{where} has no {list_name}")
+    for descriptor in descriptors:
+        if not isinstance(descriptor, dict):
+            raise RegistryError(f"{where} has a malformed {entry_name}")
+        if not valid_digest(descriptor.get("digest")):
+            raise _bad_digest(f"a {entry_name} of {where}", descriptor.get("digest"))
+        if (
+            not _optional_str(descriptor.get("mediaType"))
+            or not (descriptor.get("size") is None or _is_size(descriptor.get("size")))
+            or not _is_str_map(descriptor.get("annotations") or {})
+        ):
+            raise RegistryError(f"{where} has a malformed {entry_name} for {descriptor['digest']}")
+    return descriptors
+
+
 def _is_attestation(descriptor: dict) -> bool:
     annotations = descriptor.get("annotations") or {}
     return annotations.get("vnd.docker.reference.type") == ATTESTATION_TYPE
@@ -164,23 +184,13 @@ def resolve(client: RegistryClient, ref: Reference) -> ResolvedImage:
         raise RegistryError(f"{ref.short} uses the deprecated Docker schema 1 manifest format, which layerslayer does not read")
     if media_type in INDEX_TYPES or (not media_type and "manifests" in data):
         platforms = []
-        descriptors = data.get("manifests")
-        if not isinstance(descriptors, list):
-            raise RegistryError(f"index {manifest.digest} of {ref.short} has no manifest list")
-        for descriptor in descriptors:
-            if not isinstance(descriptor, dict):
-                raise RegistryError(f"index {manifest.digest} of {ref.short} has a malformed entry")
-            if not valid_digest(descriptor.get("digest")):
-                raise _bad_digest(f"index {manifest.digest} of {ref.short}", descriptor.get("digest"))
+        where = f"index {manifest.digest} of {ref.short}"
+        for descriptor in _checked_descriptors(data.get("manifests"), where, "manifest list", "platform entry"):
             plat = descriptor.get("platform") or {}
-            if (
-                not isinstance(plat, dict)
-                or not all(_optional_str(plat.get(key)) for key in ("os", "architecture", "variant", "os.version"))
-                or not _is_str_map(descriptor.get("annotations") or {})
-                or not _optional_str(descriptor.get("mediaType"))
-                or not (descriptor.get("size") is None or _is_size(descriptor.get("size")))
+            if not isinstance(plat, dict) or not all(
+                _optional_str(plat.get(key)) for key in ("os", "architecture", "variant", "os.version")
             ):
-                raise RegistryError(f"index {manifest.digest} of {ref.short} has a malformed entry for {descriptor['digest']}")
+                raise RegistryError(f"{where} has a malformed platform entry for {descriptor['digest']}")
             platforms.append(
                 PlatformInfo(
                     os=str(plat.get("os") or ""),
@@ -282,22 +292,12 @@ def load_platform(client: RegistryClient, resolved: ResolvedImage, platform: Pla
     config_digest = config_descriptor["digest"]
     if not valid_digest(config_digest):
         raise _bad_digest(f"the config entry of manifest {manifest.digest} of {ref.short}", config_digest)
-    descriptors = data.get("layers") or []
-    if not isinstance(descriptors, list):
-        raise RegistryError(f"manifest {manifest.digest} of {ref.short} has no layer list")
+    where = f"manifest {manifest.digest} of {ref.short}"
+    descriptors = _checked_descriptors(data.get("layers") or [], where, "layer list", "layer entry")
     for descriptor in descriptors:
-        if not isinstance(descriptor, dict):
-            raise RegistryError(f"manifest {manifest.digest} of {ref.short} has a malformed layer entry")
-        if not valid_digest(descriptor.get("digest")):
-            raise _bad_digest(f"a layer entry of manifest {manifest.digest} of {ref.short}", descriptor.get("digest"))
         urls = descriptor.get("urls") or []
-        if (
-            not _optional_str(descriptor.get("mediaType"))
-            or not (descriptor.get("size") is None or _is_size(descriptor.get("size")))
-            or not _is_str_map(descriptor.get("annotations") or {})
-            or not (isinstance(urls, list) and all(isinstance(url, str) for url in urls))
-        ):
-            raise RegistryError(f"manifest {manifest.digest} of {ref.short} has a malformed entry for layer {descriptor['digest']}")
+        if not (isinstance(urls, list) and all(isinstance(url, str) for url in urls)):
+            raise RegistryError(f"{where} has a malformed entry for layer {descriptor['digest']}")
     config_bytes = client.get_blob(ref.repository, config_digest, max_size=MAX_CONFIG_BYTES)
     config = load_json(config_bytes, f"config {config_digest} of {ref.short}")
     if not isinstance(config, dict):
