@@ -29,6 +29,7 @@ import pytest
 import zstandard
 from click.testing import CliRunner
 from dbrows import rows
+from rawtar import END, MTIME, pad, pax_record, raw_header
 from harness.builder import (
     OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST, build_image, layer,
     push_blob, push_image, push_index, push_manifest, raw_layer, sha256_digest, tar_layer,
@@ -44,40 +45,11 @@ MAX_RSS_MB = 100
 # Wall-clock bound for the whole hostile run (it takes ~2 s on an idle 2-core machine).
 MAX_SECONDS = 60
 
-MTIME = 1_700_000_000
 
 
 # -- hand-made tar pieces ----------------------------------------------------------
 
 
-def header(name: bytes, size: int = 0, typeflag: bytes = b"0", *, size_field: bytes | None = None) -> bytes:
-    h = bytearray(512)
-    h[0 : len(name)] = name
-    h[100:108] = b"0000644\0"
-    h[108:116] = b"0000000\0"
-    h[116:124] = b"0000000\0"
-    h[124:136] = size_field if size_field is not None else b"%011o\0" % size
-    h[136:148] = b"%011o\0" % MTIME
-    h[156:157] = typeflag
-    h[257:265] = b"ustar\x0000"
-    h[148:156] = b" " * 8
-    h[148:156] = b"%06o\0 " % sum(h)
-    return bytes(h)
-
-
-def pad(data: bytes) -> bytes:
-    return data + bytes(-len(data) % 512)
-
-
-def pax_record(key: str, value: str) -> bytes:
-    body = f" {key}={value}\n".encode()
-    n = len(body) + 1
-    while len(str(n)) + len(body) != n:
-        n += 1
-    return str(n).encode() + body
-
-
-END = bytes(1024)
 
 
 def good_tar(prefix: str, n: int = 5) -> bytes:
@@ -99,7 +71,7 @@ def gzip_bomb(inflated: int = 320 << 20) -> bytes:
     comp = zlib.compressobj(9, zlib.DEFLATED, 31)
     unit_size = 16 << 20
     zeros = bytes(unit_size)
-    head = comp.compress(header(b"bomb", inflated)) + comp.compress(zeros) + comp.flush(zlib.Z_FULL_FLUSH)
+    head = comp.compress(raw_header(b"bomb", inflated)) + comp.compress(zeros) + comp.flush(zlib.Z_FULL_FLUSH)
     unit = comp.compress(zeros) + comp.flush(zlib.Z_FULL_FLUSH)
     return head + unit * (inflated // unit_size - 1) + comp.flush()
 
@@ -107,7 +79,7 @@ def gzip_bomb(inflated: int = 320 << 20) -> bytes:
 def zstd_bomb() -> bytes:
     "A 4 GiB entry of zeros in 64 zstd frames of 64 MiB each (~40000:1)."
     frame = zstandard.ZstdCompressor(level=1).compress(bytes(64 << 20))
-    return zstandard.ZstdCompressor().compress(header(b"bomb", 1 << 32)) + frame * 64
+    return zstandard.ZstdCompressor().compress(raw_header(b"bomb", 1 << 32)) + frame * 64
 
 
 def bad_checksum_tar() -> tuple[bytes, int]:
@@ -124,15 +96,15 @@ def hostile_layers() -> list[tuple[str, object, str]]:
     plain = good_tar("plain", 20)
     corrupt = bytearray(gzip.compress(plain, mtime=0))
     corrupt[len(corrupt) // 2 : len(corrupt) // 2 + 16] = b"\xff" * 16
-    pax_10mb = header(b"././@PaxHeader", 10 << 20, b"x") + b"x" * (10 << 20) + header(b"after", 0) + END
+    pax_10mb = raw_header(b"././@PaxHeader", 10 << 20, b"x") + b"x" * (10 << 20) + raw_header(b"after", 0) + END
     pax_rec = pax_record("path", "a" * 40)
-    endless_pax = (header(b"././@PaxHeader", len(pax_rec), b"x") + pad(pax_rec)) * 20_000
+    endless_pax = (raw_header(b"././@PaxHeader", len(pax_rec), b"x") + pad(pax_rec)) * 20_000
     long_name = b"n" * 300 + b"\0"
-    endless_gnu = (header(b"././@LongLink", len(long_name), b"L") + pad(long_name)) * 20_000
-    negative = header(b"negative", size_field=b"\xff" * 12) + END
-    absurd = header(b"absurd", size_field=b"\x80" + (1 << 60).to_bytes(11, "big")) + END
+    endless_gnu = (raw_header(b"././@LongLink", len(long_name), b"L") + pad(long_name)) * 20_000
+    negative = raw_header(b"negative", size_field=b"\xff" * 12) + END
+    absurd = raw_header(b"absurd", size_field=b"\x80" + (1 << 60).to_bytes(11, "big")) + END
     pax_size = pax_record("size", "-123456789")
-    pax_negative = header(b"././@PaxHeader", len(pax_size), b"x") + pad(pax_size) + header(b"f", 0) + END
+    pax_negative = raw_header(b"././@PaxHeader", len(pax_size), b"x") + pad(pax_size) + raw_header(b"f", 0) + END
     checksum, checksum_at = bad_checksum_tar()
     truncated = good_tar("cut", 3)
     bomb = gzip_bomb()

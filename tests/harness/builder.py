@@ -603,8 +603,21 @@ def _push_image_parts(reg: RegistryLike, repository: str, img: BuiltImage, s: re
     push_blob(reg, repository, img.config_bytes, s)
 
 
+class _Pushed:
+    """Where a pushed image or index lives (``host``, ``repository``, ``tag``, ``digest``)."""
+
+    @property
+    def ref(self) -> str:
+        """"127.0.0.1:PORT/team/app:v1" (digest form when pushed without a tag)."""
+        return f"{self.host}/{self.repository}:{self.tag}" if self.tag else self.digest_ref
+
+    @property
+    def digest_ref(self) -> str:
+        return f"{self.host}/{self.repository}@{self.digest}"
+
+
 @dataclass
-class PushedImage:
+class PushedImage(_Pushed):
     """A BuiltImage as pushed: where it lives plus everything needed for assertions."""
 
     host: str
@@ -623,18 +636,9 @@ class PushedImage:
     layers = property(lambda self: self.image.layers)
     platform = property(lambda self: self.image.platform)
 
-    @property
-    def ref(self) -> str:
-        """"127.0.0.1:PORT/team/app:v1" (digest form when pushed without a tag)."""
-        return f"{self.host}/{self.repository}:{self.tag}" if self.tag else self.digest_ref
-
-    @property
-    def digest_ref(self) -> str:
-        return f"{self.host}/{self.repository}@{self.digest}"
-
 
 @dataclass
-class PushedIndex:
+class PushedIndex(_Pushed):
     host: str
     repository: str
     tag: str | None
@@ -646,14 +650,6 @@ class PushedIndex:
     index = property(lambda self: self.built.index)
     index_bytes = property(lambda self: self.built.index_bytes)
     media_type = property(lambda self: self.built.media_type)
-
-    @property
-    def ref(self) -> str:
-        return f"{self.host}/{self.repository}:{self.tag}" if self.tag else self.digest_ref
-
-    @property
-    def digest_ref(self) -> str:
-        return f"{self.host}/{self.repository}@{self.digest}"
 
 
 def push_built(reg: RegistryLike, target: str, img: BuiltImage, *, tags: Sequence[str] = ()) -> PushedImage:
