@@ -6,6 +6,8 @@ import functools
 import json
 import logging
 import sys
+import threading
+import time
 from pathlib import Path
 
 import click
@@ -183,22 +185,15 @@ def inspect(reference: str, platform: str | None, as_json: bool, client_options:
 class TerminalProgress:
     "Progress for `index` on a terminal: one live status line, one line per finished layer."
 
-    def __init__(self, total_hint: int = 0):
-        from .indexer import Progress  # noqa: F401  (the interface this follows)
-
+    def __init__(self):
         self.started: dict[str, float] = {}
         self.bytes: dict[str, int] = {}
         self.entries: dict[str, int] = {}
         self.sizes: dict[str, int] = {}
-        self.finished = 0
         self.last_draw = 0.0
-        import threading
-
         self.lock = threading.Lock()
 
     def _draw(self, force: bool = False) -> None:
-        import time
-
         now = time.monotonic()
         if not force and now - self.last_draw < 0.2:
             return
@@ -220,8 +215,6 @@ class TerminalProgress:
         click.echo(line, nl=False, err=True)
 
     def layer_started(self, job) -> None:
-        import time
-
         with self.lock:
             self.started[job.digest] = time.monotonic()
             self.bytes[job.digest] = 0
@@ -236,8 +229,6 @@ class TerminalProgress:
             self._draw()
 
     def layer_finished(self, job, entries: int, error: str | None) -> None:
-        import time
-
         with self.lock:
             seconds = time.monotonic() - self.started.pop(job.digest, time.monotonic())
             size = self.bytes.pop(job.digest, 0)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from . import store, tarstream, toc
-from .errors import LayerslayerError, NetworkError, VerificationError
+from .errors import LayerslayerError, VerificationError
 from .image import (
     LayerInfo, PlatformImage, ResolvedImage, human_size, load_platform, platform_matches, resolve, select_platform,
 )
