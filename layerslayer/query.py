@@ -573,6 +573,12 @@ class Hit:
 
 FIELDS = tuple(Hit("", "", "", 0, "", "", "file", 0, 0, 0, 0, "", "", 0, "", 0, 0).as_dict())
 
+#: An entry's columns as find reads them (after the row's keys).
+_ENTRY_COLUMNS = (
+    'e.type, e.size, e.mode, e.uid, e.gid, e.uname, e.gname, e.mtime, e.linkname, e.whiteout, e."offset", '
+    "e.header_size"
+)
+
 _ROW_COLUMNS = (
     'i.id, i.reference, i.digest, pf.id, pf.platform, pl.position, e.layer_id, l.digest, e.position, '
     'e.path_id, p.path, p.path_bytes, e.type, e.size, e.mode, e.uid, e.gid, e.uname, e.gname, e.mtime, '
@@ -602,9 +608,9 @@ def _tops(rows: Iterable[tuple]) -> dict[tuple[int, int], tuple[int, int]]:
     "(platform, path id) → the highest (layer index, position) among ``rows``."
     tops: dict[tuple[int, int], tuple[int, int]] = {}
     get = tops.get
-    for platform_id, index, _, position, path_id, *_ in rows:
-        key = (platform_id, path_id)
-        here = (index, position)
+    for row in rows:
+        key = (row[0], row[4])
+        here = (row[1], row[3])
         top = get(key)
         if top is None or here > top:
             tops[key] = here
@@ -771,7 +777,8 @@ class _Status:
         if self.deleter_rows != self.deleters_indexed:
             self._index_deleters()
         out = []
-        for platform_id, index, _, position, path_id, *_ in rows:
+        for row in rows:
+            platform_id, index, _, position, path_id = row[:5]
             key = (platform_id, path_id)
             top = tops.get(key)
             if top is None:
@@ -1034,20 +1041,24 @@ class FindQuery:
         source = self._choose_source()
         return not source[1] or (source[0] == "layers" and not source[2])
 
-    def _rows(self) -> list[tuple]:
-        "(platform_id, layer_index, layer_id, position, path_id) of every match, in output order."
+    def _rows(self, full: bool = False) -> list[tuple]:
+        """(platform_id, layer_index, layer_id, position, path_id) of every
+        match, in output order; with ``full``, followed by the entry's columns
+        (:data:`_ENTRY_COLUMNS`), read in the same pass."""
         if self._no_rows():
             return []
         scan = self._choose_source()[0] == "layers-scan"
         columns = "pl.platform_id, pl.position, e.layer_id, e.position, e.path_id"
+        if full:
+            columns += ", " + _ENTRY_COLUMNS
         sql, params = self._sql(columns + (", p.path, p.path_bytes" if scan else ""))
         rows = self.conn.execute(sql, params).fetchall()
         if scan:
             paths = self._paths
             for row in rows:
                 if row[4] not in paths:
-                    paths[row[4]] = row[5] if row[6] is None else path_from_row(row[5], row[6])
-            rows = [row[:5] for row in rows]
+                    paths[row[4]] = row[-2] if row[-1] is None else path_from_row(row[-2], row[-1])
+            rows = [row[:-2] for row in rows]
         platforms = self._platform_info({row[0] for row in rows})
         order = sorted(platforms, key=lambda pid: (platforms[pid][2], platforms[pid][1], platforms[pid][0], pid))
         rank = {pid: n for n, pid in enumerate(order)}
@@ -1066,9 +1077,9 @@ class FindQuery:
                 self._platforms_seen[pid] = (platform or "", image_id, reference, digest)
         return self._platforms_seen
 
-    def _selected(self) -> Iterator[tuple[tuple, tuple]]:
+    def _selected(self, full: bool = False) -> Iterator[tuple[tuple, tuple]]:
         "(row, status) of each match kept by --deleted / --visible, in order, up to --limit."
-        rows = self._rows()
+        rows = self._rows(full)
         status = _Status(self.conn)
         # Without a type, size or layer filter the rows hold every entry of
         # their paths in their platforms: the top entry of each is among them.
@@ -1097,12 +1108,11 @@ class FindQuery:
         out: dict[tuple[int, int], tuple] = {}
         for start in range(0, len(packed), 50_000):
             for row in self.conn.execute(
-                'SELECT e.layer_id, e.position, e.type, e.size, e.mode, e.uid, e.gid, e.uname, e.gname, e.mtime, '
-                'e.linkname, e.whiteout, e."offset", e.header_size FROM json_each(?) j '
+                f"SELECT e.layer_id, e.position, {_ENTRY_COLUMNS} FROM json_each(?) j "
                 "CROSS JOIN entries e ON e.layer_id = (j.value >> 32) AND e.position = (j.value & 4294967295)",
                 [json.dumps(packed[start : start + 50_000])],
             ):
-                out[(row[0], row[1])] = row
+                out[(row[0], row[1])] = row[2:]
         return out
 
     def _layer_digests(self, layer_ids: Iterable[int]) -> dict[int, str]:
@@ -1113,21 +1123,27 @@ class FindQuery:
 
     def iter_hits(self) -> Iterator[Hit]:
         "The matching rows, ordered by image, platform, layer and tar position."
-        selected = self._selected()
+        # Without --limit every row is wanted: its entry columns come with it
+        # in one pass. With --limit they are read for the rows kept only.
+        full = self.limit is None
+        selected = self._selected(full)
         platforms = self._platforms_seen
         paths = self._paths
+        types = ENTRY_TYPES
+        digests: dict[int, str] = {}
         while True:
             batch = list(itertools.islice(selected, _BATCH))
             if not batch:
                 return
-            entries = self._entries((row[2], row[3]) for row, _ in batch)
-            digests = self._layer_digests(row[2] for row, _ in batch)
-            for (platform_id, index, layer_id, position, path_id), (deleted_in, deleted_by, recreated, visible) in batch:
-                (_, _, type_code, size, mode, uid, gid, uname, gname, mtime, linkname, code, offset,
-                 header_size) = entries[(layer_id, position)]
+            entries = None if full else self._entries((row[2], row[3]) for row, _ in batch)
+            digests.update(self._layer_digests({row[2] for row, _ in batch} - digests.keys()))
+            for row, (deleted_in, deleted_by, recreated, visible) in batch:
+                platform_id, index, layer_id, position, path_id = row[:5]
+                (type_code, size, mode, uid, gid, uname, gname, mtime, linkname, code, offset,
+                 header_size) = row[5:] if entries is None else entries[(layer_id, position)]
                 platform, image_id, image, image_digest = platforms[platform_id]
                 yield Hit(
-                    image, image_digest, platform, index, digests[layer_id], paths[path_id], ENTRY_TYPES[type_code],
+                    image, image_digest, platform, index, digests[layer_id], paths[path_id], types[type_code],
                     size, mode, uid, gid, uname, gname, mtime, linkname, offset, offset + header_size, "",
                     deleted_in is not None, deleted_in, deleted_by, recreated, visible,
                     image_id, platform_id, layer_id, position, path_id, code,
@@ -1226,7 +1242,7 @@ def layers_matching(
     else:
         keys = {(row[2], row[3]) for row, _ in q._selected()}  # each entry once, whatever the platforms
         per_layer: dict[int, list] = {}
-        for layer_id, _, _, size, *_, offset, header_size in q._entries(keys).values():
+        for (layer_id, _), (_, size, *_, offset, header_size) in q._entries(keys).items():
             agg = per_layer.setdefault(layer_id, [0, 0, 0])
             agg[0] += 1
             agg[1] = max(agg[1], offset)

@@ -352,18 +352,54 @@ def test_failure_while_staging_leaves_nothing(tmp_path):
             writer.add_many(broken())
             writer.commit()
     assert rows(db, "SELECT count(*) FROM entries") == [(0,)]
-    assert rows(db, "SELECT count(*) FROM paths") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM deletions") == [(0,)]
     assert store.layer_status(db, digest) == "pending"
     assert rows(db, "SELECT name FROM temp.sqlite_master") == []  # stage dropped
     assert not db.conn.in_transaction
+    # Paths already added stay as unused dictionary words: no view lists them,
+    # their FTS rows are consistent, and the next run reuses them.
+    left = rows(db, "SELECT count(*) FROM paths")[0][0]
+    assert 0 < left <= 5000
+    assert rows(db, "SELECT count(*) FROM files") == [(0,)]
+    db.execute("INSERT INTO paths_fts (paths_fts) VALUES ('integrity-check')")
+    index_layer(db, [E(f"f{i}") for i in range(5000)], digest)
+    assert rows(db, "SELECT count(*) FROM paths") == [(5000,)]
+    assert rows(db, "SELECT count(*) FROM files WHERE path GLOB 'f*'") == [(5000,)]
     db.close()
 
 
-def test_staging_takes_no_lock_on_the_index(tmp_path):
+def test_writer_thread_failure_reaches_the_caller_and_keeps_nothing(tmp_path):
+    db = open_db(tmp_path / "index.db")
+    index_layer(db, [E("etc", "dir"), E("etc/hosts")])
+    before = rows(db, "SELECT * FROM entries"), rows(db, "SELECT * FROM layers")
+    # A write error in the writer thread (disk full, say) on the 3rd batch.
+    db.execute(
+        "CREATE TEMP TRIGGER fail AFTER INSERT ON main.paths WHEN new.path = 'x/f2500' "
+        "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+    )
+    digest = "sha256:" + "f" * 64
+    with pytest.raises(sqlite3.DatabaseError, match="disk full"):
+        with LayerWriter(db, digest, batch_size=1000) as writer:
+            writer.add_many(E(f"x/f{i}") for i in range(10_000))
+            writer.commit()
+    db.execute("DROP TRIGGER temp.fail")
+    assert (rows(db, "SELECT * FROM entries"), rows(db, "SELECT * FROM layers")) == before
+    assert rows(db, "SELECT name FROM temp.sqlite_master") == []
+    assert not db.conn.in_transaction
+    db.execute("INSERT INTO paths_fts (paths_fts) VALUES ('integrity-check')")
+    assert index_layer(db, [E(f"x/f{i}") for i in range(10_000)], digest) == digest
+    assert rows(db, "SELECT count(*), max(position) FROM entries WHERE layer_id = "
+                "(SELECT id FROM layers WHERE digest = ?)", [digest]) == [(10_000, 9_999)]
+    db.close()
+
+
+def test_staging_holds_the_write_lock_only_briefly(tmp_path):
     path = tmp_path / "index.db"
     db = open_db(path)
     other = open_db(path)
-    other.conn.execute("PRAGMA busy_timeout = 0")
+    # A few seconds at most: were the lock held while the layer streams, this
+    # write would wait for a commit() that can only come after it.
+    other.conn.execute("PRAGMA busy_timeout = 5000")
     with LayerWriter(db, "sha256:" + "d" * 64, batch_size=100) as writer:
         writer.add_many(E(f"f{i}") for i in range(1000))
         # another process/connection can write while this layer is staged
@@ -386,12 +422,13 @@ def test_indexing_connection_stages_on_disk_with_the_same_guarantees(tmp_path):
     assert db.execute("PRAGMA temp_store").fetchone()[0] == 1  # FILE
     assert db.execute("PRAGMA cache_size").fetchone()[0] == -store.INDEXING_CACHE_KIB
     other = open_db(path)
-    other.conn.execute("PRAGMA busy_timeout = 0")
+    other.conn.execute("PRAGMA busy_timeout = 5000")
     with pytest.raises(ConnectionError):
         with LayerWriter(db, "sha256:" + "a" * 64, batch_size=500) as writer:
             writer.add_many(E(f"x/f{i}") for i in range(3000))
             raise ConnectionError("download dropped")
-    assert rows(db, "SELECT count(*) FROM paths") == [(0,)]
+    assert rows(db, "SELECT count(*) FROM entries") == [(0,)]
+    assert store.layer_status(db, "sha256:" + "a" * 64) is None
     with LayerWriter(db, "sha256:" + "d" * 64, batch_size=500) as writer:
         writer.add_many(E(f"d/f{i:05d}") for i in range(20_000))
         store.mark_layer_failed(other, "sha256:" + "e" * 64, "x")
@@ -401,6 +438,27 @@ def test_indexing_connection_stages_on_disk_with_the_same_guarantees(tmp_path):
     assert other.execute("SELECT count(*) FROM paths_fts WHERE path GLOB '*f01234'").fetchone()[0] == 1
     db.close()
     other.close()
+
+
+def test_path_kinds_across_batches_and_layers(db):
+    # paths.kinds (1 directory, 2 anything else) decides which non-directories
+    # replace a directory (whiteout code 3). The writer thread adds new paths
+    # batch by batch; what the layer's later batches add to a path's kinds,
+    # and what a new layer adds to an indexed path's, commits with the layer.
+    with LayerWriter(db, "sha256:" + "1" * 64, batch_size=2) as writer:
+        writer.add_many([E("a", "dir"), E("x"), E("y"), E("a")])  # "a" again, as a file, 2 batches later
+        writer.commit()
+    index_layer(db, [E("b", "dir")])
+    index_layer(db, [E("b")])
+    index_layer(db, [E("c")])
+    index_layer(db, [E("c", "dir")])  # fires paths_kinds_changed: the earlier file at c is marked
+    kinds = dict(rows(db, "SELECT path, kinds FROM paths"))
+    assert kinds == {"a": 3, "x": 2, "y": 2, "b": 3, "c": 3}
+    assert rows(db, "SELECT p.path, CASE e.type WHEN 0 THEN 'dir' ELSE 'file' END AS t, e.whiteout FROM entries e "
+                "JOIN paths p ON p.id = e.path_id WHERE p.path IN ('a', 'b', 'c') ORDER BY p.path, t") == [
+        ("a", "dir", 0), ("a", "file", 3), ("b", "dir", 0), ("b", "file", 3), ("c", "dir", 0), ("c", "file", 3),
+    ]
+    assert rows(db, "SELECT count(*) FROM deletions WHERE kind = 3") == [(3,)]
 
 
 def test_failure_during_commit_rolls_back_everything(db):
@@ -416,9 +474,12 @@ def test_failure_during_commit_rolls_back_everything(db):
             writer.add_many([E("etc", "dir"), E("etc/new1"), E("etc/new2"), E("etc/new3"), E("etc/hosts")])
             writer.commit()
     db.execute("DROP TRIGGER temp.fail")
-    assert (store.schema_text(db), rows(db, "SELECT * FROM paths"), rows(db, "SELECT * FROM entries")) == before
+    assert (store.schema_text(db), rows(db, "SELECT * FROM entries")) == before[::2]
     assert store.layer_status(db, digest) is None  # its row was part of the rolled-back transaction
-    assert rows(db, "SELECT count(*) FROM paths_fts WHERE path LIKE '%new%'") == [(0,)]
+    # etc/new* stay in the path dictionary, with the kinds they were added
+    # with (nothing lists them: no entry uses them); the others are unchanged.
+    assert rows(db, "SELECT * FROM paths WHERE id <= 2") == before[1]
+    assert rows(db, "SELECT count(*) FROM files WHERE path LIKE 'etc/new%'") == [(0,)]
     db.execute("INSERT INTO paths_fts (paths_fts) VALUES ('integrity-check')")
     # and the same layer indexes fine afterwards
     index_layer(db, [E("etc", "dir"), E("etc/new1")], digest)
