@@ -312,8 +312,11 @@ class RegistryClient:
                 )
         return Manifest(body=body, media_type=media_type, digest=digest)
 
-    def open_blob(self, repository: str, digest: str, start: int = 0, end: int | None = None) -> requests.Response:
-        "A streaming response for a blob; ranged when start/end given (206 checked)."
+    def open_blob(self, repository: str, digest: str, start: int = 0, end: int | None = None, *,
+                  whole_ok: bool = False) -> requests.Response:
+        """A streaming response for a blob; ranged when start/end given (206
+        checked: a server that ignores the Range is an error, unless
+        ``whole_ok`` accepts its 200 with the whole blob)."""
         headers = {}
         if start or end is not None:
             headers["Range"] = f"bytes={start}-{'' if end is None else end}"
@@ -323,7 +326,7 @@ class RegistryClient:
             if response.status_code == 416:
                 raise RegistryError(f"{self.registry} refused the byte range {headers.get('Range')} of blob {digest}")
             self._raise_for_status(response, f"blob {digest}", not_found=f"blob not found: {self.registry}/{repository}@{digest}")
-        if headers and response.status_code != 206:
+        if headers and response.status_code != 206 and not (whole_ok and response.status_code == 200):
             response.close()
             raise RegistryError(f"{self.registry} ignored our Range request for blob {digest} (HTTP {response.status_code})")
         return response
@@ -340,12 +343,26 @@ class RegistryClient:
         failed_at = None  # offset of the last break
         deadline = time.monotonic() + self.max_retry_seconds
         while True:
-            response = self.open_blob(repository, digest, start=offset)
+            # Resuming after a break: a server (or proxy) that ignores Range
+            # sends the whole blob again; what we already passed on is skipped
+            # (the caller's digest check still covers every byte).
+            response = self.open_blob(repository, digest, start=offset, whole_ok=offset > start)
+            skip = offset if offset > start and response.status_code == 200 else 0
+            if skip:
+                log.debug("blob %s: the server ignored Range; skipping %d bytes of the whole blob", digest, skip)
             try:
                 for chunk in response.iter_content(chunk_size):
-                    offset += len(chunk)
                     self.bytes_downloaded += len(chunk)
+                    if skip:
+                        if len(chunk) <= skip:
+                            skip -= len(chunk)
+                            continue
+                        chunk = chunk[skip:]
+                        skip = 0
+                    offset += len(chunk)
                     yield chunk
+                if skip:
+                    raise RegistryError(f"{self.registry} sent blob {digest} shorter than before ({offset - skip} bytes)")
                 return
             except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
                 if failed_at is None or offset > failed_at:

@@ -238,6 +238,48 @@ def test_persistent_fault_fails_with_one_clear_line(served, fault_proxy, tmp_pat
     assert reason in result.output, result.output
 
 
+@pytest.mark.parametrize("command", ["index", "save", "extract"])
+def test_break_then_a_server_that_ignores_range(fault_proxy, unique_repo, tmp_path, command):
+    """The connection breaks 1.5 MiB into a 3 MiB blob (past the 1 MiB reads
+    of index and save, so they resume rather than start over), and the
+    resume's Range request is answered 200 with the whole blob (some proxies
+    and CDNs do that): every command still gets every byte right."""
+    noise = random.Random(5).randbytes(3 << 20)
+    big = layer({"opt/noise.bin": noise, "etc/app.conf": b"key=1\n"}, compression="gzip")
+    pushed = push_image(fault_proxy, f"{unique_repo()}:v1", layers=[big])
+    path = f"/blobs/{big.digest}"
+    cut = fault_proxy.truncate(path, after=3 << 19, times=1)
+    ignored = fault_proxy.ignore_range(path, times=1)
+    out = tmp_path / "out"
+    args = {
+        "index": ("index", tmp_path / "i.db", pushed.ref, "--quiet"),
+        "save": ("save", pushed.ref, "--all", "-o", out),
+        "extract": ("extract", pushed.ref, "opt/noise.bin", "-o", out),
+    }[command]
+    result = run(*args, "--retries", "4", "--timeout", "5")
+    assert result.exit_code == 0, result.output
+    assert cut.hits == 1 and ignored.hits == 1
+    assert [r.status for r in fault_proxy.find(path) if r.fault == "ignore_range"] == [200]
+    if command == "index":
+        assert rows(tmp_path / "i.db", "SELECT path, size FROM files ORDER BY path") == [
+            ("etc/app.conf", 6), ("opt/noise.bin", 3 << 20)]
+    elif command == "save":
+        assert saved_files(out)[big.digest.split(":")[1] + ".tar.gz"].read_bytes() == big.blob
+    else:
+        assert (out / "opt/noise.bin").read_bytes() == noise
+
+
+def test_iter_blob_skips_what_it_had_when_range_is_ignored(served, fault_proxy):
+    from layerslayer.registry import RegistryClient
+
+    fault_proxy.truncate(f"/blobs/{served.big.digest}", after=150_000, times=1)
+    fault_proxy.ignore_range(f"/blobs/{served.big.digest}", times=1)
+    client = RegistryClient(fault_proxy.host, retries=2)
+    data = b"".join(client.iter_blob(served.repository, served.big.digest, chunk_size=16384))
+    assert data == served.big.blob
+    assert len(data) < client.bytes_downloaded <= len(data) + 150_000  # what it had came again, and was skipped
+
+
 def test_long_download_survives_more_breaks_than_retries(served, fault_proxy):
     """--retries bounds attempts without progress, not breaks per blob: a big
     layer over a flaky link goes on as long as every resume brings bytes."""

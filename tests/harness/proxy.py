@@ -53,7 +53,7 @@ from .net import BackgroundServer, QuietHandler
 HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailer", "trailers", "transfer-encoding", "upgrade"}
 BODY_FAULTS = {"reset_mid_body", "truncate", "corrupt", "redirect"}
-FAULT_KINDS = {"status", "drop", "stall"} | BODY_FAULTS
+FAULT_KINDS = {"status", "drop", "stall", "ignore_range"} | BODY_FAULTS
 MAX_STALL = 60.0
 CHUNK = 64 * 1024
 ERROR_CODES = {429: "TOOMANYREQUESTS", 401: "UNAUTHORIZED", 403: "DENIED", 404: "NOT_FOUND"}
@@ -87,8 +87,10 @@ class Fault:
     params: dict[str, Any]
     hits: int = 0
 
-    def matches(self, method: str, route: str) -> bool:
+    def matches(self, method: str, route: str, ranged: bool = False) -> bool:
         if self.times is not None and self.times <= 0:
+            return False
+        if self.kind == "ignore_range" and not ranged:
             return False
         if self.method is not None and self.method.upper() != method:
             return False
@@ -291,6 +293,11 @@ class FaultProxy(BackgroundServer):
     def corrupt(self, path: str = ".*", *, offset: int | None = None, **kw: Any) -> Fault:
         return self.add_fault("corrupt", path, offset=offset, **kw)
 
+    def ignore_range(self, path: str = r"/blobs/", **kw: Any) -> Fault:
+        """Forward the next request that has a ``Range`` header without it, so
+        upstream answers 200 with the whole body (a server that ignores Range)."""
+        return self.add_fault("ignore_range", path, **kw)
+
     def redirect(self, path: str = r"/blobs/", *, status: int = 307, **kw: Any) -> Fault:
         return self.add_fault("redirect", path, status=status, **kw)
 
@@ -308,10 +315,10 @@ class FaultProxy(BackgroundServer):
         self.clear_records()
         self.cdn.clear()
 
-    def _take_fault(self, method: str, route: str) -> Fault | None:
+    def _take_fault(self, method: str, route: str, ranged: bool = False) -> Fault | None:
         with self._lock:
             for f in self.faults:
-                if f.matches(method, route):
+                if f.matches(method, route, ranged):
                     if f.times is not None:
                         f.times -= 1
                     f.hits += 1
@@ -345,11 +352,13 @@ class FaultProxy(BackgroundServer):
         with self._lock:
             self.records.append(rec)
         route = urllib.parse.urlsplit(h.path).path
-        fault = self._take_fault(h.command, route)
+        fault = self._take_fault(h.command, route, ranged="Range" in h.headers)
         rec.fault = fault.kind if fault else None
         try:
             if fault is None:
                 return self._forward(h, rec, body)
+            if fault.kind == "ignore_range":
+                return self._forward(h, rec, body, drop_range=True)
             p = fault.params
             if fault.kind == "status":
                 return self._send_status(h, rec, p)
@@ -400,9 +409,10 @@ class FaultProxy(BackgroundServer):
         up = self.upstream.url
         return self.url + value[len(up):] if value.startswith(up) else value
 
-    def _forward(self, h: QuietHandler, rec: Record, body: bytes, fault: Fault | None = None) -> None:
+    def _forward(self, h: QuietHandler, rec: Record, body: bytes, fault: Fault | None = None, *,
+                 drop_range: bool = False) -> None:
         try:
-            conn, resp = self._upstream(h, body)
+            conn, resp = self._upstream(h, body, drop_range=drop_range)
         except OSError as e:  # upstream down: say so instead of hanging up
             return self._send_status(h, rec, {"status": 502, "body": json.dumps(
                 {"errors": [{"code": "UNAVAILABLE", "message": f"proxy: upstream unreachable: {e}"}]}).encode()})
