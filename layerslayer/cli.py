@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
 import sys
 import threading
 import time
@@ -30,12 +31,24 @@ debug_option = click.option(
 )
 
 
+#: Exit status when whoever reads our output goes away (``find … | head``):
+#: 128 + SIGPIPE, what a shell reports for grep in the same pipe.
+EXIT_BROKEN_PIPE = 141
+
+
 class LayerslayerGroup(click.Group):
     "Turns LayerslayerError into one line on stderr and its exit status."
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except BrokenPipeError:
+            # Network errors never get here (the registry client wraps them):
+            # this is stdout closed by its reader. Nothing more to say, and
+            # nothing left to flush into the closed pipe at exit.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            ctx.exit(EXIT_BROKEN_PIPE)
         except LayerslayerError as error:
             if ctx.meta.get("layerslayer.debug"):
                 raise

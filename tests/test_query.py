@@ -10,6 +10,8 @@ import csv
 import io
 import json
 import sqlite3
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -548,6 +550,20 @@ def test_find_exit_statuses(idx, tmp_path):
             assert result.exit_code == 2 and result.stderr.startswith("Error: ") and result.stderr.count("\n") == 1, result.output
     assert not (tmp_path / "missing.db").exists()
     assert sqlite3.connect(foreign).execute("SELECT name FROM sqlite_master").fetchall() == [("t",)]
+
+
+@pytest.mark.parametrize("args", [["find", "*"], ["find", "*", "--json"], ["find", "*", "--csv"], ["images"], ["ls", "v1"]])
+def test_reader_gone_is_status_141_and_silent(idx, args):
+    # `layerslayer find DB '*' | head -1`: the reader closes the pipe before
+    # we are done. Like grep: no message, status 128 + SIGPIPE (not 1, which
+    # means "nothing matched").
+    command, *rest = args
+    rest = [f"{idx.v1_ref}" if a == "v1" else a for a in rest]
+    proc = subprocess.Popen([sys.executable, "-m", "layerslayer", command, str(idx.db), *rest],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=60) == 141 and stderr == b""
 
 
 def test_list_presets():
