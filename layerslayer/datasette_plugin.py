@@ -342,27 +342,33 @@ WHERE f.whiteout = 0
 #: Candidate paths for :pattern, by the plan `find` picks (each branch but one
 #: looks up NULL, which costs nothing): a superset, checked exactly afterwards.
 CANDIDATES_SQL = """
-        SELECT id FROM paths WHERE name = layerslayer_plan(:pattern, 'name')
+        SELECT id FROM paths WHERE name = layerslayer_plan(:pattern, 'name', :ignore_case)
         UNION ALL
-        SELECT id FROM paths WHERE path = layerslayer_plan(:pattern, 'path')
+        SELECT id FROM paths WHERE name = layerslayer_plan(:pattern, 'name-i', :ignore_case) COLLATE NOCASE
         UNION ALL
-        SELECT id FROM paths WHERE path >= layerslayer_plan(:pattern, 'path>=')
-                               AND path < layerslayer_plan(:pattern, 'path<')
+        SELECT id FROM paths WHERE path = layerslayer_plan(:pattern, 'path', :ignore_case)
         UNION ALL
-        SELECT id FROM paths WHERE name >= layerslayer_plan(:pattern, 'name>=')
-                               AND name < layerslayer_plan(:pattern, 'name<')
+        SELECT id FROM paths WHERE path >= layerslayer_plan(:pattern, 'path>=', :ignore_case)
+                               AND path < layerslayer_plan(:pattern, 'path<', :ignore_case)
         UNION ALL
-        SELECT rowid FROM paths_fts WHERE layerslayer_plan(:pattern, 'trigram') IS NOT NULL
-                                      AND paths_fts MATCH layerslayer_plan(:pattern, 'trigram')
+        SELECT id FROM paths WHERE name >= layerslayer_plan(:pattern, 'name>=', :ignore_case)
+                               AND name < layerslayer_plan(:pattern, 'name<', :ignore_case)
         UNION ALL
-        SELECT id FROM paths WHERE layerslayer_plan(:pattern, 'scan') IS NOT NULL
-                               AND (name LIKE layerslayer_plan(:pattern, 'scan-name')
-                                    OR path LIKE layerslayer_plan(:pattern, 'scan-path')
+        SELECT id FROM paths WHERE name >= layerslayer_plan(:pattern, 'name-i>=', :ignore_case) COLLATE NOCASE
+                               AND name < layerslayer_plan(:pattern, 'name-i<', :ignore_case) COLLATE NOCASE
+        UNION ALL
+        SELECT rowid FROM paths_fts WHERE layerslayer_plan(:pattern, 'trigram', :ignore_case) IS NOT NULL
+                                      AND paths_fts MATCH layerslayer_plan(:pattern, 'trigram', :ignore_case)
+        UNION ALL
+        SELECT id FROM paths WHERE layerslayer_plan(:pattern, 'scan', :ignore_case) IS NOT NULL
+                               AND (name LIKE layerslayer_plan(:pattern, 'scan-name', :ignore_case)
+                                    OR path LIKE layerslayer_plan(:pattern, 'scan-path', :ignore_case)
                                     OR path_bytes IS NOT NULL)"""
 
 
 GLOB_SQL = f"""-- :pattern follows `layerslayer find`: without "/" it matches the file name,
--- with "/" the whole path (leading "/" optional); * ? [...] globs, case-sensitive.
+-- with "/" the whole path (leading "/" optional); * ? [...] globs, case-sensitive
+-- unless :ignore_case is 1 (find -i).
 -- Candidate paths come from the plan `find` picks, then `find`'s matcher checks each.
 SELECT{FILE_COLUMNS}
 FROM image_files f
@@ -372,7 +378,7 @@ WHERE f.whiteout = 0
     SELECT c.id FROM ({CANDIDATES_SQL}
     ) c
     JOIN paths p ON p.id = c.id
-    WHERE layerslayer_match(:pattern, p.path, p.path_bytes)
+    WHERE layerslayer_match(:pattern, p.path, p.path_bytes, :ignore_case)
   )
 {STREAM_NOTE}"""
 
@@ -449,14 +455,15 @@ def _canned_query_definitions() -> dict:
                 "Every indexed file whose name (pattern without <code>/</code>) or path "
                 "(pattern with <code>/</code>) matches, in every image: the same rules as "
                 "<code>layerslayer find</code>. Try <code>*.pem</code>, <code>id_rsa*</code>, "
-                "<code>/etc/ssh/*</code>. <em>image</em> optionally narrows to references "
+                "<code>/etc/ssh/*</code>. <em>ignore_case</em> <code>1</code> folds case "
+                "(<code>find -i</code>). <em>image</em> optionally narrows to references "
                 "containing that text. <em>state</em> says whether the file is in the image's "
                 "final filesystem (<code>visible</code>), was removed by a later layer "
                 "(<code>deleted</code>, still readable in its layer) or replaced by a later "
                 "copy (<code>overwritten</code>)."
             ),
             "sql": GLOB_SQL,
-            "params": ["pattern", "image"],
+            "params": ["pattern", "ignore_case", "image"],
             "hide_sql": True,
         },
         "secrets": {

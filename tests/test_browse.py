@@ -155,6 +155,7 @@ def test_home_page_starts_the_recon(client, index_db):
     [(entries,)] = index_db.rows("SELECT sum(entries) FROM layers")
     assert f"3 images, 4 platforms, 6 layers (6 indexed), {entries} file entries" in " ".join(page.split())
     assert 'action="/index/files_by_glob"' in page and 'name="pattern"' in page
+    assert 'name="ignore_case"' in page
     for query_name, definition in canned_query_definitions().items():
         assert f'href="/index/{query_name}"' in page
         assert html.escape(definition["title"]) in page
@@ -269,6 +270,20 @@ def test_glob_query_agrees_with_find(client, index_db, pattern):
     assert len(rows) == len({key(r) for r in rows})
 
 
+@pytest.mark.parametrize("pattern", [
+    "*.PEM", "ID_RSA", "Id_Rsa*", "/ETC/PASSWD", "ETC/*", "*PASSWD*", ".ENV*", "SRV/??-RAW.KEY", "*.C", "BIN",
+])
+def test_glob_query_ignore_case_agrees_with_find_i(client, index_db, pattern):
+    rows = client.rows(q("/index/files_by_glob", pattern=pattern, ignore_case="1"))
+    expected = find_keys(index_db, [pattern], ignore_case=True)
+    assert {key(r) for r in rows} == expected and len(rows) == len(expected)
+    sensitive = find_keys(index_db, [pattern])
+    for off in ({}, {"ignore_case": ""}, {"ignore_case": "0"}):
+        assert {key(r) for r in client.rows(q("/index/files_by_glob", pattern=pattern, **off))} == sensitive
+    if pattern not in ("*.C", "BIN"):
+        assert expected > sensitive, "folding case must find more"
+
+
 def test_glob_query_follows_finds_plan(client):
     plans = {p: plan_keys(p) for p in ("id_rsa", "/etc/passwd", "etc/ssh/*", "*.pem", "*.c")}
     assert plans["id_rsa"] == {"name": "id_rsa"}
@@ -339,7 +354,7 @@ def test_canned_queries_are_read_only_and_have_form_parameters(client, index_db)
     queries = client.get("/index.json").json()["queries"]
     by_name = {query["name"]: query for query in queries}
     assert set(by_name) == set(canned_query_definitions())
-    assert by_name["files_by_glob"]["params"] == ["pattern", "image"]
+    assert by_name["files_by_glob"]["params"] == ["pattern", "ignore_case", "image"]
     assert by_name["images_with_path"]["params"] == ["path"]
     assert not any(query.get("write") for query in queries)
     page = client.html(q("/index/files_by_glob", pattern="*.pem"))
