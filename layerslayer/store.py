@@ -630,12 +630,18 @@ class LayerWriter:
         number = next(_stage_numbers)
         self._stage = f"temp.layerslayer_stage_{number}"
         self._incoming = f"temp.layerslayer_incoming_{number}"
+        self._kinds = f"temp.layerslayer_kinds_{number}"
         self._thread: threading.Thread | None = None
         self._queue: queue.Queue = queue.Queue(maxsize=1)  # batches in flight: bounded memory
         self._error: BaseException | None = None
         self._stop = False
-        self._run(f"CREATE TEMP TABLE {self._stage[5:]} ({_STAGE_COLUMNS})")
-        self._run(f"CREATE TEMP TABLE {self._incoming[5:]} ({_INCOMING_COLUMNS})")
+        try:
+            self._run(f"CREATE TEMP TABLE {self._stage[5:]} ({_STAGE_COLUMNS})")
+            self._run(f"CREATE TEMP TABLE {self._incoming[5:]} ({_INCOMING_COLUMNS})")
+            self._run(f"CREATE TEMP TABLE {self._kinds[5:]} (path_id INTEGER PRIMARY KEY, kinds INTEGER NOT NULL)")
+        except BaseException:
+            self._drop()
+            raise
 
     # -- context manager
     def __enter__(self) -> "LayerWriter":
@@ -651,12 +657,17 @@ class LayerWriter:
         # sqlite3 module opens, so nothing stays open between batches.
         conn = self.conn
         outer = conn.in_transaction
-        if many:
-            conn.executemany(sql, params)
-        elif params is None:
-            conn.execute(sql)
-        else:
-            conn.execute(sql, params)
+        try:
+            if many:
+                conn.executemany(sql, params)
+            elif params is None:
+                conn.execute(sql)
+            else:
+                conn.execute(sql, params)
+        except BaseException:
+            if not outer and conn.in_transaction:
+                conn.rollback()
+            raise
         if not outer and conn.in_transaction:
             conn.commit()
 
@@ -687,8 +698,18 @@ class LayerWriter:
         if self._thread is None:
             self._thread = threading.Thread(target=self._write_batches, daemon=True, name="layerslayer-writer")
             self._thread.start()
-        self._queue.put((self.count, batch))
+        self._hand_over((self.count, batch))
         self.count += len(batch)
+
+    def _hand_over(self, item) -> None:
+        "Queue ``item`` for the writer thread, waiting while it is busy (not after it is gone)."
+        while True:
+            try:
+                self._queue.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if not self._thread.is_alive():
+                    raise self._error or RuntimeError("the layer writer thread stopped") from None
 
     def _write_batches(self) -> None:
         """The writer thread: store the batches handed over until told to stop.
@@ -699,18 +720,19 @@ class LayerWriter:
             item = get()
             if item is None or self._stop:
                 return
-            first_position, entries = item
             last = False
-            while not self._queue.empty():
-                item = get()
-                if item is None:
-                    last = True
-                    break
-                entries = entries + item[1]
-            if self._error is None and not self._stop:
-                try:
+            try:
+                first_position, entries = item
+                while not self._queue.empty():
+                    item = get()
+                    if item is None:
+                        last = True
+                        break
+                    entries = entries + item[1]
+                if self._error is None and not self._stop:
                     self._store_batch(first_position, entries)
-                except BaseException as error:  # handed to the caller's thread
+            except BaseException as error:  # handed to the caller's thread
+                if self._error is None:
                     self._error = error
             if last:
                 return
@@ -721,12 +743,11 @@ class LayerWriter:
         self._run(_INCOMING_INSERT.format(incoming), _entry_rows(entries), many=True)
         with _write(self.db):
             before = conn.execute("SELECT ifnull(max(id), 0) FROM paths").fetchone()[0]
-            # kinds of a new path: as this batch has it; commit() adds what
-            # the layer's other entries say.
+            # A new path has no kind until a layer with it commits (commit()):
+            # a layer that fails leaves it unused and without a kind.
             conn.execute(
                 f"INSERT INTO paths (path, path_bytes, name, kinds) "
-                f"SELECT path, path_bytes, name, {_KIND.format('tw')} FROM {incoming} WHERE true "
-                "ON CONFLICT DO NOTHING"
+                f"SELECT path, path_bytes, name, 0 FROM {incoming} WHERE true ON CONFLICT DO NOTHING"
             )
             conn.execute("INSERT INTO paths_fts (rowid, path) SELECT id, path FROM paths WHERE id > ?", [before])
         # new_kinds: the kind this entry adds to its path, if the path lacks
@@ -738,12 +759,19 @@ class LayerWriter:
             f"FROM {incoming} i JOIN paths p ON p.path = i.path AND ifnull(p.path_bytes, x'') = ifnull(i.path_bytes, x'')",
             [first_position],
         )
+        # ...collected per path as they come, so commit() has no sorting to do.
+        self._run(
+            f"INSERT INTO {self._kinds} (path_id, kinds) SELECT path_id, new_kinds FROM {self._stage} "
+            "WHERE position >= ? AND new_kinds != 0 "
+            "ON CONFLICT (path_id) DO UPDATE SET kinds = kinds | excluded.kinds",
+            [first_position],
+        )
         self._run(f"DELETE FROM {incoming}")
 
     def _finish_batches(self) -> None:
         "Wait for the writer thread to store what it was given (or stop it); re-raise its error."
         if self._thread is not None:
-            self._queue.put(None)
+            self._hand_over(None)
             self._thread.join()
             self._thread = None
         if self._error is not None:
@@ -795,9 +823,7 @@ class LayerWriter:
             # Record the kinds (directory / not) this layer adds to its paths,
             # which fires paths_kinds_changed where a path becomes both.
             conn.execute(
-                "UPDATE paths SET kinds = paths.kinds | k.kinds FROM ("
-                f"SELECT path_id, max(new_kinds = 1) | (max(new_kinds = 2) << 1) AS kinds "
-                f"FROM {stage} WHERE new_kinds GROUP BY path_id) AS k "
+                f"UPDATE paths SET kinds = paths.kinds | k.kinds FROM {self._kinds} AS k "
                 "WHERE paths.id = k.path_id AND (paths.kinds | k.kinds) != paths.kinds"
             )
             conn.execute(
@@ -830,16 +856,33 @@ class LayerWriter:
         "Drop everything staged; the index keeps no entry of the layer."
         self._batch.clear()
         self._stop = True
-        try:
-            self._finish_batches()
-        except BaseException:
-            pass  # the caller is already handling what went wrong
+        interrupted = None
+        thread = self._thread
+        if thread is not None:
+            # Only once the writer thread is gone is the connection ours again
+            # (a second Ctrl-C must not leave it running under us).
+            while True:
+                try:
+                    try:
+                        self._queue.put_nowait(None)
+                    except queue.Full:
+                        pass
+                    thread.join(0.5)
+                    if not thread.is_alive():
+                        break
+                except KeyboardInterrupt as error:
+                    interrupted = error
+            self._thread = None
+        if self.conn.in_transaction:
+            self.conn.rollback()
         if not self._closed:
             self._drop()
+        if interrupted is not None:
+            raise interrupted
 
     def _drop(self) -> None:
         self._closed = True
-        for table in (self._stage, self._incoming):
+        for table in (self._stage, self._incoming, self._kinds):
             try:
                 self._run(f"DROP TABLE IF EXISTS {table}")
             except sqlite3.Error:

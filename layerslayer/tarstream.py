@@ -896,6 +896,10 @@ class TarReader:
             if etype != "file":
                 size = 0
 
+            # Numbers a database can hold (fast path: every ordinary header).
+            if (uid | gid | devmajor | devminor) >> 31 or (mtime.__class__ is int and mtime >> 62):
+                uid, gid, mtime = _storable_numbers(uid, gid, mtime, devmajor, devminor, hdr_off)
+
             # -- paths
             absolute = False
             if name[:1] in "./" or name[-1:] == "/" or "//" in name:
@@ -975,6 +979,24 @@ def _apply_pax(pax, name, linkname, size, data_size, uid, gid, uname, gname, mti
     if realsize is not None and 0 <= realsize <= MAX_ENTRY_SIZE:
         size = realsize
     return name, linkname, size, data_size, uid, gid, uname, gname, mtime
+
+
+_INT64 = 1 << 63
+
+
+def _storable_numbers(uid: int, gid: int, mtime, devmajor: int, devminor: int, hdr_off: int):
+    """uid, gid and mtime as an index can store them: ids must fit 64 bits and
+    device numbers 32 (real ones are far smaller: anything else is a corrupt
+    or hostile header, TarError); an mtime beyond 64 bits becomes a float."""
+    for what, number in (("uid", uid), ("gid", gid)):
+        if not -_INT64 <= number < _INT64:
+            raise TarError(f"corrupt header at offset {hdr_off}: impossible {what} {number}")
+    for what, number in (("devmajor", devmajor), ("devminor", devminor)):
+        if not 0 <= number < 1 << 31:
+            raise TarError(f"corrupt header at offset {hdr_off}: impossible {what} {number}")
+    if mtime.__class__ is int and not -_INT64 <= mtime < _INT64:
+        mtime = float(mtime)
+    return uid, gid, mtime
 
 
 def _not_a_tar(head: bytes) -> str:

@@ -64,10 +64,9 @@ records whether a path was seen as a directory (1) and/or as a non-directory
 (2), and the ``paths_kinds_changed`` trigger - which fires only for the rare
 path that becomes both - flags the older entries. A directory is recognised
 by its own tar entry: a lower layer holding ``a/b`` without an entry for
-``a`` is not hidden by a later file ``a``. (A path added by a layer that then
-failed keeps the kind it was added with; at worst that flags a file as
-replacing a directory that only existed implicitly, which hides what OCI
-says it hides.)
+``a`` is not hidden by a later file ``a``. Only committed layers count: a
+path that a failed layer added (paths are added while a layer streams) has no
+kind (0) until a layer with it commits.
 
 ``deletions`` holds, per deleting entry, ``target`` (code 1: the path it
 deletes, with everything below it), ``prefix`` (every path starting with it

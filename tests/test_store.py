@@ -461,6 +461,43 @@ def test_path_kinds_across_batches_and_layers(db):
     assert rows(db, "SELECT count(*) FROM deletions WHERE kind = 3") == [(3,)]
 
 
+def test_a_failed_layer_changes_nothing_other_layers_mean(db):
+    # The failed layer had "opt" as a directory. Its path stays in the
+    # dictionary, but not that kind: a later file "opt" over a lower "opt/x"
+    # is not taken for a file replacing a directory (no layer that counts
+    # has "opt" as one), exactly as if the failed layer had never been tried.
+    with pytest.raises(ConnectionError):
+        with LayerWriter(db, "sha256:" + "f" * 64, batch_size=1) as writer:
+            writer.add_many([E("opt", "dir"), E("opt/y")])
+            writer._finish_batches()  # both batches stored: the paths are in
+            raise ConnectionError("download dropped")
+    assert rows(db, "SELECT path, kinds FROM paths ORDER BY path") == [("opt", 0), ("opt/y", 0)]
+    make_image(db, [[E("opt/x")], [E("opt")]])
+    assert rows(db, "SELECT path FROM ghost_files") == []
+    assert rows(db, "SELECT path FROM visible_files ORDER BY path") == [("opt",), ("opt/x",)]
+
+
+def test_a_failing_writer_statement_leaves_the_connection_usable(tmp_path):
+    # An error inside the writer thread (here a uid no SQLite integer holds,
+    # which tarstream would have refused) fails the layer, and the same
+    # connection goes on: no transaction left open, nothing staged left.
+    db = open_db(tmp_path / "index.db")
+    digest = "sha256:" + "9" * 64
+    with pytest.raises(OverflowError):
+        with LayerWriter(db, digest, batch_size=2) as writer:
+            writer.add_many([E("a"), E("b"), E("c", uid=2**70), E("d")])
+            writer.commit()
+    assert not db.conn.in_transaction
+    assert rows(db, "SELECT name FROM temp.sqlite_master") == []
+    store.mark_layer_failed(db, digest, "uid out of range")
+    db.close()
+    db = open_db(tmp_path / "index.db")
+    assert store.layer_status(db, digest) == "failed"
+    index_layer(db, [E("a"), E("b")], digest)
+    assert store.layer_status(db, digest) == "indexed"
+    db.close()
+
+
 def test_failure_during_commit_rolls_back_everything(db):
     index_layer(db, [E("etc", "dir"), E("etc/hosts")])
     before = store.schema_text(db), rows(db, "SELECT * FROM paths"), rows(db, "SELECT * FROM entries")
@@ -476,9 +513,10 @@ def test_failure_during_commit_rolls_back_everything(db):
     db.execute("DROP TRIGGER temp.fail")
     assert (store.schema_text(db), rows(db, "SELECT * FROM entries")) == before[::2]
     assert store.layer_status(db, digest) is None  # its row was part of the rolled-back transaction
-    # etc/new* stay in the path dictionary, with the kinds they were added
-    # with (nothing lists them: no entry uses them); the others are unchanged.
+    # etc/new* stay in the path dictionary, with no kind (nothing lists them:
+    # no entry uses them); the others are unchanged.
     assert rows(db, "SELECT * FROM paths WHERE id <= 2") == before[1]
+    assert rows(db, "SELECT DISTINCT kinds FROM paths WHERE id > 2") == [(0,)]
     assert rows(db, "SELECT count(*) FROM files WHERE path LIKE 'etc/new%'") == [(0,)]
     db.execute("INSERT INTO paths_fts (paths_fts) VALUES ('integrity-check')")
     # and the same layer indexes fine afterwards

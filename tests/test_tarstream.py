@@ -319,6 +319,28 @@ def test_pax_overrides_and_fractional_mtime():
     assert abs(e.mtime - 1700000000.123456789) < 1e-6
 
 
+def test_numbers_an_index_cannot_hold():
+    # Ids beyond 64 bits, device numbers beyond 31: a corrupt or hostile
+    # header, said so (an index could not store them); a time beyond 64 bits
+    # is kept as a float. Ordinary big values pass unchanged.
+    def one(pax=None, **kw):
+        ti, data = _info("x", data=b"abc", **kw)
+        ti.pax_headers = pax or {}
+        return list(iter_entries([make_tar([(ti, data)])]))
+
+    e = one({"uid": str(2**63 - 1), "gid": str(2**40), "mtime": str(2**70)})[0]
+    assert e.uid == 2**63 - 1 and e.gid == 2**40 and e.mtime == float(2**70)
+    for key in ("uid", "gid"):
+        with pytest.raises(TarError, match=f"impossible {key} {2**64}"):
+            one({key: str(2**64)})
+    ti, _ = _info("dev/big", type=tarfile.CHRTYPE, devmajor=2**40, devminor=1)
+    raw = make_tar([(ti, b"")], format=tarfile.GNU_FORMAT)  # base-256 device numbers
+    with pytest.raises(TarError, match="impossible devmajor"):
+        list(iter_entries([raw]))
+    ti, _ = _info("dev/ok", type=tarfile.CHRTYPE, devmajor=4095, devminor=2**20 - 1)
+    assert [(e.devmajor, e.devminor) for e in iter_entries([make_tar([(ti, b"")])])] == [(4095, 2**20 - 1)]
+
+
 def test_non_utf8_names_are_lossless():
     raw_name = b"bin/\xff\xfe-not-utf8"
     for fmt in (tarfile.PAX_FORMAT, tarfile.GNU_FORMAT):
