@@ -372,7 +372,7 @@ def _shown(text) -> str:
 
 
 def _echo_download(result) -> None:
-    from .image import human_size
+    from .display import human_size
 
     label = {"downloaded": "saved", "resumed": "resumed", "skipped": "skipped"}[result.status]
     note = "  (already saved, verified)" if result.skipped else ""
@@ -391,7 +391,7 @@ def _echo_extract_report(report, out_dir) -> None:
     if report.modes_dropped:
         shown = ", ".join(_shown(p) for p in report.modes_dropped[:3]) + (" ..." if len(report.modes_dropped) > 3 else "")
         click.echo(f"note: setuid/setgid bits dropped from {len(report.modes_dropped)} file(s) (--keep-modes keeps them): {shown}", err=True)
-    from .image import human_size
+    from .display import human_size
 
     matched = len(report.written) + len(report.refused)
     if matched:
@@ -445,7 +445,7 @@ def save(reference, platform, layers, all_layers, config, out_dir, client_option
         layerslayer save nginx:latest --layer -1 --config -o ./blobs
     """
     from .blobs import save_image
-    from .image import human_size
+    from .display import human_size
 
     if not (layers or all_layers or config):
         raise click.UsageError("choose what to save: --layer N|DIGEST, --all, and/or --config")
@@ -503,7 +503,7 @@ def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, clien
         layerslayer export images.db --layer sha256:4abc...
     """
     from .blobs import export_layers
-    from .image import human_size
+    from .display import human_size
 
     if not (patterns or digests):
         raise click.UsageError("choose layers with --match PATTERN or --layer DIGEST")
@@ -680,13 +680,15 @@ def _open_index(db):
 def _echo_table(headers: list[str], rows: list[list[str]]) -> None:
     "Aligned columns; the last one is not padded."
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    for row in [headers, *rows]:
-        cells = [cell.ljust(widths[i]) for i, cell in enumerate(row[:-1])] + [row[-1]]
-        click.echo("  ".join(cells).rstrip())
+    pads = list(enumerate(widths[:-1]))
+    lines = ["  ".join([*(row[i].ljust(width) for i, width in pads), row[-1]]).rstrip() for row in [headers, *rows]]
+    # One write per few thousand lines, not one per line.
+    for start in range(0, len(lines), 4096):
+        click.echo("\n".join(lines[start : start + 4096]))
 
 
 def _hit_cells(hit, with_image: bool = True) -> list[str]:
-    from .image import human_size
+    from .display import human_size
     from .query import format_mtime, printable
 
     path = printable(hit.path)
@@ -714,8 +716,9 @@ def _echo_hits(hits, fmt: str | None, with_image: bool = True) -> None:
     if fmt == "json":
         click.echo(json.dumps([h.as_dict() for h in hits], indent=2))
     elif fmt == "nl":
-        for h in hits:
-            click.echo(json.dumps(h.as_dict()))
+        dumps = json.dumps
+        for start in range(0, len(hits), 4096):  # one write per few thousand lines
+            click.echo("\n".join(dumps(h.as_dict()) for h in hits[start : start + 4096]))
     elif fmt == "csv":
         import csv
         import io
@@ -879,7 +882,7 @@ def images(db, as_json):
     Exit status: 0 images listed, 1 the index is empty (--json prints []),
     2 DB is not a layerslayer index.
     """
-    from .image import human_size
+    from .display import human_size
     from .query import list_images
 
     database = _open_index(db)

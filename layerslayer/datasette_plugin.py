@@ -936,7 +936,7 @@ def _digest_html(digest: str, href: str | None = None) -> markupsafe.Markup:
 
 
 def _size_html(value: int) -> markupsafe.Markup:
-    from .image import human_size
+    from .display import human_size
 
     return markupsafe.Markup(
         f'<span class="ll-size" title="{value:,} bytes" style="white-space:nowrap">{html.escape(human_size(value))}</span>'
@@ -1223,7 +1223,7 @@ def prepare_jinja2_environment(env, datasette):
             searchpath.insert(max(len(searchpath) - 1, 0), TEMPLATES_DIR)
     if getattr(env, "cache", None) is not None:
         env.cache.clear()
-    from .image import human_size
+    from .display import human_size
 
     env.filters["layerslayer_size"] = human_size
 

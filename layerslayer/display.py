@@ -10,11 +10,7 @@ import datetime
 import functools
 import shlex
 
-from .migrations import ENTRY_TYPES
 from .reference import Reference
-
-#: Entry type names by ``entries.type`` code (the views show the names).
-TYPE_NAMES = ENTRY_TYPES
 
 #: What ``entries.whiteout`` codes mean (the views show 0/1 flags instead).
 WHITEOUT_CODES = {0: "", 1: "whiteout", 2: "opaque", 3: "replaces a directory"}
@@ -24,11 +20,25 @@ SHORT_DIGEST_HEX = 12
 
 def type_name(value) -> str | None:
     "A type code (0-6) or name as its name."
+    from .migrations import ENTRY_TYPES as TYPE_NAMES  # here: this module stays light to import
+
     if isinstance(value, int) and 0 <= value < len(TYPE_NAMES):
         return TYPE_NAMES[value]
     if isinstance(value, str) and value in TYPE_NAMES:
         return value
     return None
+
+
+def human_size(size: int | float | None) -> str:
+    "Sizes as the original tool printed them: 0.0 B, 3.0 KB, 92.7 MB."
+    if size is None:
+        return "-"
+    value = float(size)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(value) < 1024 or unit == "TB":
+            return f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} TB"
 
 
 def format_mode(mode: int, type_=None) -> str:

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import platform as host_platform
 from dataclasses import dataclass, field
 
+from .display import human_size
 from .errors import NotFound, RegistryError, UsageError
-from .reference import Reference, is_digest, parse_platform
+from .reference import Reference, host_platform_string, is_digest, parse_platform
 from .registry import DIGEST_ALGORITHMS, INDEX_TYPES, MANIFEST_TYPES, Manifest, RegistryClient, load_json
 
 ATTESTATION_TYPE = "attestation-manifest"
@@ -212,11 +212,6 @@ def resolve(client: RegistryClient, ref: Reference) -> ResolvedImage:
     raise RegistryError(f"{ref.short} has unsupported manifest media type {media_type or 'unknown'!r}")
 
 
-def host_platform_string() -> str:
-    machine = host_platform.machine().lower()
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x"}.get(machine, machine)
-    return f"linux/{arch}"
-
 
 def platform_matches(platform: PlatformInfo, wanted: str) -> bool:
     os_name, arch, variant = parse_platform(wanted)
@@ -329,17 +324,6 @@ def load_platform(client: RegistryClient, resolved: ResolvedImage, platform: Pla
         history=align_history(config, len(layers)),
     )
 
-
-def human_size(size: int | float | None) -> str:
-    "Sizes as the original tool printed them: 0.0 B, 3.0 KB, 92.7 MB."
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1024 or unit == "TB":
-            return f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TB"
 
 
 def open_image(client: RegistryClient, ref: Reference, platform: str | None = None) -> tuple[ResolvedImage, PlatformImage]:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from .auth import find_credentials
 from .reference import DOCKER_HUB, Reference
-from .registry import RegistryClient
+
+if TYPE_CHECKING:
+    from .registry import RegistryClient
 
 DEFAULT_TOKEN_FILE = "token.txt"
 
@@ -25,7 +27,12 @@ class ClientOptions:
     def __repr__(self) -> str:  # the password must never be printed
         return f"ClientOptions(username={self.username!r}, plain_http={self.plain_http})"
 
-    def client(self, registry: str | Reference) -> RegistryClient:
+    def client(self, registry: str | Reference) -> "RegistryClient":
+        # Imported here: commands that only read an index (find, ls, images,
+        # browse) never load the HTTP stack.
+        from .auth import find_credentials
+        from .registry import RegistryClient
+
         host = registry.registry if isinstance(registry, Reference) else registry
         token_file = self.token_file
         if token_file is None and host == DOCKER_HUB and Path(DEFAULT_TOKEN_FILE).is_file():

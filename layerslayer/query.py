@@ -68,6 +68,7 @@ registry host, the repository matches in any registry.
 from __future__ import annotations
 
 import datetime
+import functools
 import gc
 import itertools
 import json
@@ -175,6 +176,7 @@ def parse_size(text: str | int) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
 
 
+@functools.lru_cache(maxsize=1024)
 def mode_string(type_: str, mode: int) -> str:
     "``-rwxr-xr-x`` (``ls -l``; hard links show ``h`` as in ``tar -tv``)."
     out = [_TYPE_CHAR.get(type_, "?")]
@@ -1285,7 +1287,7 @@ def _choose_image(db, ref: str) -> int:
 
 
 def _choose_platform(db, image_id: int, wanted: str | None) -> tuple[int, str]:
-    from .image import host_platform_string
+    from .reference import host_platform_string
 
     conn = _conn(db)
     rows = conn.execute(
@@ -1496,6 +1498,7 @@ def list_images(db) -> list[ImageSummary]:
 # Formatting (shared by the CLI)
 
 
+@functools.lru_cache(maxsize=8192)  # the files of a layer mostly share a few times
 def format_mtime(mtime: float | None) -> str:
     if mtime is None:
         return "-"
@@ -1510,6 +1513,8 @@ _CONTROL = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 def printable(text: str) -> str:
     "One terminal line: non-UTF-8 bytes as \\xNN, control characters escaped."
+    if text.isascii() and text.isprintable():
+        return text
     text = path_text(text)[0]
     if text.isprintable():
         return text

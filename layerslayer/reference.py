@@ -7,6 +7,7 @@ applies. A digest, when present, wins over the tag for fetching.
 
 from __future__ import annotations
 
+import platform as host_platform
 import re
 from dataclasses import dataclass
 
@@ -168,3 +169,10 @@ def parse_platform(text: str) -> tuple[str, str, str | None]:
     if len(parts) not in (2, 3) or not all(parts):
         raise UsageError(f"invalid platform {text!r}: expected os/arch or os/arch/variant")
     return parts[0], parts[1], parts[2] if len(parts) == 3 else None
+
+
+def host_platform_string() -> str:
+    "This machine's platform as an image would name it (``linux/amd64``, ``linux/arm64``)."
+    machine = host_platform.machine().lower()
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x"}.get(machine, machine)
+    return f"linux/{arch}"

@@ -566,6 +566,18 @@ def test_reader_gone_is_status_141_and_silent(idx, args):
     assert proc.wait(timeout=60) == 141 and stderr == b""
 
 
+def test_reading_an_index_never_loads_the_http_stack(idx):
+    # find, ls and images start faster without requests and urllib3 (~0.1 s).
+    code = (
+        "import sys\nfrom layerslayer.cli import cli\n"
+        f"for args in (['find', {str(idx.db)!r}, '*'], ['ls', {str(idx.db)!r}, {idx.v1_ref!r}], ['images', {str(idx.db)!r}]):\n"
+        "    try:\n        cli.main(args, standalone_mode=False)\n    except SystemExit:\n        pass\n"
+        "print('LOADED', sorted(m for m in ('requests', 'urllib3') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert out.splitlines()[-1] == "LOADED []"
+
+
 def test_list_presets():
     result = CliRunner().invoke(cli, ["find", "--list-presets"])
     assert result.exit_code == 0
