@@ -710,30 +710,42 @@ def _hit_cells(hit, with_image: bool = True) -> list[str]:
     return ([hit.image, hit.platform or "-"] if with_image else []) + cells
 
 
-def _echo_hits(hits, fmt: str | None, with_image: bool = True) -> None:
+def _echo_hits(hits, fmt: str | None, with_image: bool = True) -> int:
+    """Print hits in ``fmt``; return how many. ``--nl`` and ``--csv`` stream
+    (``hits`` may be an iterator: a big answer is never all in memory), a few
+    thousand lines per write; JSON and the table need them all."""
     from .query import FIELDS
 
-    if fmt == "json":
-        click.echo(json.dumps([h.as_dict() for h in hits], indent=2))
-    elif fmt == "nl":
-        dumps = json.dumps
-        for start in range(0, len(hits), 4096):  # one write per few thousand lines
-            click.echo("\n".join(dumps(h.as_dict()) for h in hits[start : start + 4096]))
-    elif fmt == "csv":
+    if fmt in ("nl", "csv"):
         import csv
         import io
+        import itertools
 
-        if not hits:
-            return
-        out = io.StringIO()
-        writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
-        writer.writeheader()
-        for h in hits:
-            writer.writerow({k: ("true" if v is True else "false" if v is False else v) for k, v in h.as_dict().items()})
-        click.echo(out.getvalue(), nl=False)
+        iterator = iter(hits)
+        count = 0
+        dumps = json.dumps
+        while True:
+            batch = list(itertools.islice(iterator, 4096))
+            if not batch:
+                return count
+            if fmt == "nl":
+                click.echo("\n".join(dumps(h.as_dict()) for h in batch))
+            else:
+                out = io.StringIO()
+                writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
+                if not count:
+                    writer.writeheader()
+                for h in batch:
+                    writer.writerow({k: ("true" if v is True else "false" if v is False else v) for k, v in h.as_dict().items()})
+                click.echo(out.getvalue(), nl=False)
+            count += len(batch)
+    hits = list(hits)
+    if fmt == "json":
+        click.echo(json.dumps([h.as_dict() for h in hits], indent=2))
     elif hits:
         headers = (["IMAGE", "PLATFORM"] if with_image else []) + ["LAYER", "MODE", "OWNER", "SIZE", "MTIME", "PATH"]
         _echo_table(headers, [_hit_cells(h, with_image) for h in hits])
+    return len(hits)
 
 
 _format_options = [
@@ -810,11 +822,11 @@ def find(db, patterns, ignore_case, presets, images, platform, types, min_size, 
             n = query.count()
             click.echo(json.dumps({"count": n}) if fmt in ("json", "nl") else str(n))
             sys.exit(0 if n else 1)
-        hits = query.hits()
+        # --nl and --csv print as the rows come; the others need them all.
+        printed = _echo_hits(query.iter_hits(lean=True) if fmt in ("nl", "csv") else query.hits(), fmt)
     finally:
         database.close()
-    _echo_hits(hits, fmt)
-    sys.exit(0 if hits else 1)
+    sys.exit(0 if printed else 1)
 
 
 find.help += _FIND_EXIT_STATUS

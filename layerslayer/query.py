@@ -1079,8 +1079,9 @@ class FindQuery:
                 self._platforms_seen[pid] = (platform or "", image_id, reference, digest)
         return self._platforms_seen
 
-    def _selected(self, full: bool = False) -> Iterator[tuple[tuple, tuple]]:
-        "(row, status) of each match kept by --deleted / --visible, in order, up to --limit."
+    def _selected(self, full: bool = False, step: int | None = None) -> Iterator[tuple[tuple, tuple]]:
+        """(row, status) of each match kept by --deleted / --visible, in order,
+        up to --limit; statuses are worked out ``step`` rows at a time."""
         rows = self._rows(full)
         status = _Status(self.conn)
         # Without a type, size or layer filter the rows hold every entry of
@@ -1090,8 +1091,9 @@ class FindQuery:
         produced = 0
         limit = self.limit
         filtering = self.deleted or self.visible
-        # In one go, unless --limit may stop early.
-        step = _BATCH if limit is not None else max(len(rows), 1)
+        # In one go, unless --limit may stop early (or the caller streams).
+        if step is None:
+            step = _BATCH if limit is not None else max(len(rows), 1)
         for start in range(0, len(rows), step):
             chunk = rows[start : start + step]
             if limit is not None and not filtering:
@@ -1123,12 +1125,16 @@ class FindQuery:
             [json.dumps(sorted(set(layer_ids)))],
         ).fetchall())
 
-    def iter_hits(self) -> Iterator[Hit]:
-        "The matching rows, ordered by image, platform, layer and tar position."
+    def iter_hits(self, lean: bool = False) -> Iterator[Hit]:
+        """The matching rows, ordered by image, platform, layer and tar position.
+
+        ``lean``: for a caller that streams a big answer, hold as little as
+        possible (the keys of the rows, then each batch's entry columns and
+        status; about a third of the memory, a little slower)."""
         # Without --limit every row is wanted: its entry columns come with it
         # in one pass. With --limit they are read for the rows kept only.
-        full = self.limit is None
-        selected = self._selected(full)
+        full = self.limit is None and not lean
+        selected = self._selected(full, _BATCH * 10 if lean else None)
         platforms = self._platforms_seen
         paths = self._paths
         types = ENTRY_TYPES

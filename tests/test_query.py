@@ -622,3 +622,5 @@ def test_entry_sources_agree(db, idx, monkeypatch, patterns, kw):
     monkeypatch.setattr(query, "_DELETERS_PER_PATH", 0)
     monkeypatch.setattr(query, "_BATCH", 3)
     assert _all_rows(db, patterns, **kw) == expected
+    # Streamed lean (keys first, entry columns and statuses batch by batch).
+    assert [h.as_dict() for h in query.FindQuery(db, patterns, **kw).iter_hits(lean=True)] == expected
