@@ -223,6 +223,16 @@ class _PartFile:
         self.close()
 
 
+def _set_mtime(set_times, mtime) -> None:
+    "Give an extracted file its tar mtime, unless this platform cannot hold that time (or there is none)."
+    if mtime is None:
+        return
+    try:
+        set_times((mtime, mtime))
+    except (OverflowError, ValueError):
+        pass
+
+
 def _blob_chunks(client: RegistryClient, repository: str, digest: str, part: _PartFile, chunk_size: int) -> Iterator[bytes]:
     """Network bytes from where ``part`` ends. A registry that refuses or
     ignores the Range request makes us start over from byte 0."""
@@ -601,7 +611,7 @@ class SafeTree:
             try:
                 os.fchmod(fd, mode)
                 os.utime(fd, (mtime, mtime))
-            except OSError:
+            except (OSError, OverflowError, ValueError):  # a time this platform cannot hold
                 pass
             finally:
                 os.close(fd)
@@ -748,7 +758,7 @@ class SafeTree:
                         f.write(piece)
                     f.flush()
                     os.fchmod(f.fileno(), mode)
-                    os.utime(f.fileno(), (entry.mtime, entry.mtime))
+                    _set_mtime(lambda t: os.utime(f.fileno(), t), entry.mtime)
             except BaseException:
                 # A half-written file never stays behind (truncated stream, Ctrl-C).
                 try:
@@ -781,7 +791,7 @@ class SafeTree:
             if os.utime in os.supports_follow_symlinks:
                 try:
                     os.utime(name, (entry.mtime, entry.mtime), dir_fd=parent, follow_symlinks=False)
-                except OSError:
+                except (OSError, OverflowError, ValueError):  # a time this platform cannot hold
                     pass
         finally:
             os.close(parent)

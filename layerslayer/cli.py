@@ -44,10 +44,16 @@ class LayerslayerGroup(click.Group):
             return super().invoke(ctx)
         except BrokenPipeError:
             # Network errors never get here (the registry client wraps them):
-            # this is stdout closed by its reader. Nothing more to say, and
-            # nothing left to flush into the closed pipe at exit.
-            devnull = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(devnull, sys.stdout.fileno())
+            # our output's reader went away. Nothing more to say, and nothing
+            # left to flush into the closed pipe at exit.
+            try:
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    os.dup2(devnull, sys.stdout.fileno())
+                finally:
+                    os.close(devnull)
+            except (OSError, ValueError):  # no real stdout (embedded, CliRunner)
+                pass
             ctx.exit(EXIT_BROKEN_PIPE)
         except LayerslayerError as error:
             if ctx.meta.get("layerslayer.debug"):

@@ -1134,7 +1134,7 @@ class FindQuery:
         # Without --limit every row is wanted: its entry columns come with it
         # in one pass. With --limit they are read for the rows kept only.
         full = self.limit is None and not lean
-        selected = self._selected(full, _BATCH * 10 if lean else None)
+        selected = self._selected(full, _BATCH * 10 if lean and self.limit is None else None)
         platforms = self._platforms_seen
         paths = self._paths
         types = ENTRY_TYPES

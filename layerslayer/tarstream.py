@@ -17,8 +17,9 @@ Nothing here does I/O: callers pass any iterable of ``bytes``::
 
 Notes for callers:
 
-* ``Entry.mtime`` is an ``int`` for header times and a ``float`` only when a
-  pax record carries a fractional time.
+* ``Entry.mtime`` is an ``int`` for header times and a ``float`` when a pax
+  record carries a fractional time (or one beyond 64 bits); ``None`` for a
+  time beyond even a float's range.
 * Paths that are not UTF-8 keep their bytes as surrogate escapes:
   ``os.fsencode(entry.path)`` gives the original name back.
 * ``offset`` is where the entry's first header is (its pax / GNU long-name
@@ -36,6 +37,7 @@ one line.
 from __future__ import annotations
 
 import itertools
+import math
 import struct
 import zlib
 from dataclasses import dataclass
@@ -95,7 +97,7 @@ class Entry:
     gid: int = 0
     uname: str = ""
     gname: str = ""
-    mtime: float = 0.0
+    mtime: float | None = 0.0
     linkname: str = ""
     devmajor: int = 0
     devminor: int = 0
@@ -944,9 +946,11 @@ def _apply_pax(pax, name, linkname, size, data_size, uid, gid, uname, gname, mti
                 linkname = value.decode("utf-8", "surrogateescape")
         elif key == b"mtime":
             try:
-                mtime = float(value) if b"." in value else int(value)
+                number = float(value) if b"." in value else int(value)
             except ValueError:
-                pass
+                continue
+            if number.__class__ is int or math.isfinite(number):  # "1.0e999" is no time
+                mtime = number
         elif key == b"size":
             try:
                 number = int(value)
@@ -986,8 +990,9 @@ _INT64 = 1 << 63
 
 def _storable_numbers(uid: int, gid: int, mtime, devmajor: int, devminor: int, hdr_off: int):
     """uid, gid and mtime as an index can store them: ids must fit 64 bits and
-    device numbers 32 (real ones are far smaller: anything else is a corrupt
-    or hostile header, TarError); an mtime beyond 64 bits becomes a float."""
+    device numbers 31 (real ones are far smaller: anything else is a corrupt
+    or hostile header, TarError); an mtime beyond 64 bits becomes a float, or
+    None beyond a float's range."""
     for what, number in (("uid", uid), ("gid", gid)):
         if not -_INT64 <= number < _INT64:
             raise TarError(f"corrupt header at offset {hdr_off}: impossible {what} {number}")
@@ -995,7 +1000,10 @@ def _storable_numbers(uid: int, gid: int, mtime, devmajor: int, devminor: int, h
         if not 0 <= number < 1 << 31:
             raise TarError(f"corrupt header at offset {hdr_off}: impossible {what} {number}")
     if mtime.__class__ is int and not -_INT64 <= mtime < _INT64:
-        mtime = float(mtime)
+        try:
+            mtime = float(mtime)
+        except OverflowError:  # beyond any float too: no usable time
+            mtime = None
     return uid, gid, mtime
 
 

@@ -4,6 +4,7 @@ with faults (corruption, dropped connections) from the proxy."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import stat
@@ -473,6 +474,27 @@ def test_extract_absolute_names_never_leave_dir(registry, unique_repo, tmp_path)
     assert sorted(os.listdir(tmp_path)) == ["out"]
     assert result.exit_code == 1 and "refused  abs/evil (layer 0): absolute path" in result.stderr
     assert not (out / "abs/evil").exists()
+
+
+def test_extract_and_index_take_times_beyond_the_platform(registry, unique_repo, tmp_path):
+    # pax mtimes of 2**70 s (kept as a float) and of 400 digits (beyond a
+    # float: no time): extract writes the files, leaving times it cannot set,
+    # and index records them (find shows no date for the second).
+    lay = layer([file("far.txt", "far\n", pax={"mtime": str(2**70)}),
+                 file("farther.txt", "farther\n", pax={"mtime": "9" * 400}),
+                 file("now.txt", "now\n")])
+    pushed = push_image(registry, f"{unique_repo()}:v1", layers=[lay])
+    out = tmp_path / "out"
+    result = run("extract", pushed.ref, "*.txt", "-o", out)
+    assert result.exit_code == 0, result.output
+    assert {p.name: p.read_text() for p in out.iterdir()} == {"far.txt": "far\n", "farther.txt": "farther\n", "now.txt": "now\n"}
+    db = tmp_path / "i.db"
+    assert run("index", db, pushed.ref, "--quiet").exit_code == 0
+    found = run("find", db, "*.txt", "--nl")
+    times = {r["path"]: r["mtime"] for r in map(json.loads, found.stdout.splitlines())}
+    assert times == {"far.txt": float(2**70), "farther.txt": None, "now.txt": 1700000000}
+    table = run("find", db, "farther.txt")
+    assert table.exit_code == 0 and " - " in table.stdout.splitlines()[1]
 
 
 def test_extract_safe_tree_never_writes_half_a_file(registry, unique_repo, tmp_path):

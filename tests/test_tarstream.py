@@ -330,6 +330,8 @@ def test_numbers_an_index_cannot_hold():
 
     e = one({"uid": str(2**63 - 1), "gid": str(2**40), "mtime": str(2**70)})[0]
     assert e.uid == 2**63 - 1 and e.gid == 2**40 and e.mtime == float(2**70)
+    assert one({"mtime": "9" * 400})[0].mtime is None  # beyond a float: no time
+    assert one({"mtime": "1.0e999"})[0].mtime == MTIME  # not a finite time: the header's stays
     for key in ("uid", "gid"):
         with pytest.raises(TarError, match=f"impossible {key} {2**64}"):
             one({key: str(2**64)})
