@@ -711,8 +711,8 @@ def _hit_cells(hit, with_image: bool = True) -> list[str]:
     elif hit.deleted:
         path += f"  (deleted in layer {hit.deleted_in_layer}{', recreated' if hit.recreated else ''})"
     size = human_size(hit.size) if hit.type == "file" else "-"
-    cells = [str(hit.layer_index), hit.mode_string, f"{printable(hit.uname or str(hit.uid))}/{printable(hit.gname or str(hit.gid))}",
-             size, format_mtime(hit.mtime), path]
+    owner = "-" if hit.implicit else f"{printable(hit.uname or str(hit.uid))}/{printable(hit.gname or str(hit.gid))}"
+    cells = [str(hit.layer_index), hit.mode_string, owner, size, format_mtime(hit.mtime), path]
     return ([hit.image, hit.platform or "-"] if with_image else []) + cells
 
 
@@ -846,19 +846,23 @@ find.help += _FIND_EXIT_STATUS
               help="List one layer (0 = base, -1 = top, or a digest prefix): its own entries, whiteout markers included.")
 @click.option("--merged", is_flag=True, help="List the final filesystem, whiteouts applied (the default).")
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to list (default: this machine's, else the first).")
+@click.option("--depth", "-d", type=click.IntRange(min=0), metavar="N",
+              help="Only N levels below PATH (1: what is directly in it, like plain ls).")
 @format_options
 @debug_option
-def ls_command(db, reference, path, layer, merged, platform, fmt):
+def ls_command(db, reference, path, layer, merged, platform, depth, fmt):
     """List the files of image REFERENCE in index DB, like `ls -lR`.
 
     Without --layer: the image's merged filesystem (layers applied in order,
     files deleted by whiteouts or opaque directories left out, the top
     version of each path kept), with the layer each entry comes from. With
-    PATH, only PATH and what is below it.
+    PATH, only PATH and what is below it (with --depth N, down to N levels;
+    a directory that only deeper entries imply is shown as d?????????).
 
     \b
     Examples:
         layerslayer ls images.db nginx:latest /etc/nginx
+        layerslayer ls images.db nginx:latest / --depth 1
         layerslayer ls images.db localhost:5000/team/app:v1 --layer -1
     """
     from .query import list_files
@@ -867,7 +871,7 @@ def ls_command(db, reference, path, layer, merged, platform, fmt):
         raise click.UsageError("--layer and --merged exclude each other")
     database = _open_index(db)
     try:
-        hits = list_files(database, reference, path, layer=layer, platform=platform)
+        hits = list_files(database, reference, path, layer=layer, platform=platform, depth=depth)
     finally:
         database.close()
     _echo_hits(hits, fmt, with_image=False)

@@ -67,6 +67,7 @@ registry host, the repository matches in any registry.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import functools
 import gc
@@ -535,10 +536,11 @@ class Hit:
     position: int = 0              # position of the entry in its layer's tar
     path_id: int = 0
     code: int = 0                  # entries.whiteout: 1 marker, 2 opaque marker, 3 replaces a directory
+    implicit: bool = False         # ls --depth: a directory with no tar entry of its own (mode, owner, time unknown)
 
     @property
     def mode_string(self) -> str:
-        return mode_string(self.type, self.mode)
+        return "d?????????" if self.implicit else mode_string(self.type, self.mode)
 
     def as_dict(self) -> dict:
         "The JSON / CSV record (``path`` as text: bytes that are not UTF-8 as \\xNN, ``path_hex`` exact)."
@@ -570,6 +572,7 @@ class Hit:
             "visible": self.visible,
             "offset": self.offset,
             "data_offset": self.data_offset,
+            "implicit": self.implicit,
         }
 
 
@@ -1326,8 +1329,14 @@ def list_files(
     *,
     layer: int | str | None = None,
     platform: str | None = None,
+    depth: int | None = None,
 ) -> list[Hit]:
     """``ls``: the entries at or below ``path`` (every entry without it), sorted by path.
+
+    ``depth`` keeps what is at most that many levels below ``path`` (``path``
+    itself is level 0; without ``path``, top-level entries are level 1), plus
+    an ``implicit`` row for each directory at those levels that has entries
+    below it but no tar entry of its own, so nothing vanishes at the cut.
 
     With ``layer`` (an index, negative from the top, or a digest prefix) the
     raw entries of that one layer, whiteout markers included; otherwise the
@@ -1385,12 +1394,42 @@ def list_files(
             f"WHERE e.layer_id = ?{' AND ' + path_cond if path_cond else ''} ORDER BY e.position"
         )
         per_layer.append((position, [_hit(r) for r in conn.execute(sql, [platform_id, position, layer_id, *params])]))
-    conn_rows = per_layer
     if layer is not None:
-        hits = conn_rows[0][1]
+        hits = per_layer[0][1]
         _Status(conn).annotate(hits)
-        return sorted(hits, key=lambda h: h.path)
-    return _merge(conn_rows, prefix)
+        hits.sort(key=lambda h: h.path)
+    else:
+        hits = _merge(per_layer, prefix)
+    if depth is not None:
+        hits = _cut(hits, prefix.count("/") + 1 if prefix is not None else 0, depth)
+    return hits
+
+
+def _cut(hits: list[Hit], top: int, depth: int) -> list[Hit]:
+    """``hits`` (sorted by path) down to ``depth`` levels below level ``top``,
+    with an implicit directory row for each directory within reach that only
+    deeper entries imply (tars need not hold an entry for every directory)."""
+    if depth < 0:
+        raise UsageError("--depth must be 0 or more")
+    present = {h.path for h in hits}
+    kept: list[Hit] = []
+    implied: dict[str, Hit] = {}
+    for h in hits:
+        parts = h.path.split("/")
+        if len(parts) - top <= depth:
+            kept.append(h)
+            continue
+        for level in range(top + 1, top + depth + 1):
+            directory = "/".join(parts[:level])
+            if directory not in present and directory not in implied:
+                implied[directory] = dataclasses.replace(
+                    h, path=directory, type="dir", size=0, mode=0, uid=0, gid=0, uname="", gname="", mtime=None,
+                    linkname="", whiteout="", deleted=False, deleted_in_layer=None, deleted_by=None, recreated=False,
+                    offset=0, data_offset=0, position=-1, path_id=0, code=0, implicit=True,
+                )
+    if implied:
+        kept = sorted([*kept, *implied.values()], key=lambda h: h.path)
+    return kept
 
 
 def _merge(layers: list[tuple[int, list[Hit]]], prefix: str | None) -> list[Hit]:

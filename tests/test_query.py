@@ -460,6 +460,32 @@ def test_ls_cli(idx):
     assert {r["path"] for r in rows_of(multi)} == {"etc/platform", "usr/bin/tool-arm64"}
 
 
+def test_ls_depth(db, idx):
+    def listed(*args, **kw):
+        return [(h.path, h.implicit) for h in query.list_files(db, idx.v1_ref, *args, **kw)]
+
+    assert listed("/etc", depth=1) == [("etc", False), ("etc/passwd", False), ("etc/ssh", False)]
+    assert listed("/etc", depth=0) == [("etc", False)]
+    assert listed("etc/", depth=9) == listed("etc")
+    # The base layer lists dev/null, run/pipe, home/u/.aws, srv/repo/.git and
+    # odd/* but no directory entry for dev, run, home, srv or odd: at the cut
+    # they show as implicit directories rather than vanish.
+    top = listed(depth=1)
+    assert [p for p, _ in top] == sorted({p.split("/")[0] for p, _ in listed()})
+    assert {p for p, implicit in top if implicit} == {"dev", "home", "odd", "run", "srv"}
+    assert listed("/", depth=1) == top
+    assert ("home/u", True) in listed("home", depth=2) and ("home/u/.aws", False) in listed("home", depth=2)
+    assert all(p.count("/") <= 1 for p, _ in listed("etc", layer=0, depth=1))
+    result = run(idx, "ls", idx.v1_ref, "--depth", "1")
+    lines = {line.split()[-1]: line.split() for line in result.output.splitlines()[1:]}
+    assert result.exit_code == 0 and lines["dev"][1:5] == ["d?????????", "-", "-", "-"]
+    rows = {r["path"]: r for r in rows_of(run(idx, "ls", idx.v1_ref, "/", "-d", "1", "--json"))}
+    assert rows["dev"]["implicit"] is True and rows["dev"]["type"] == "dir" and rows["dev"]["mtime"] is None
+    assert rows["etc"]["implicit"] is False
+    bad = run(idx, "ls", idx.v1_ref, "--depth", "-1")
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
 def test_images(idx, tmp_path):
     result = run(idx, "images")
     assert result.exit_code == 0, result.output
