@@ -498,6 +498,44 @@ def test_a_failing_writer_statement_leaves_the_connection_usable(tmp_path):
     db.close()
 
 
+def test_ctrl_c_while_discarding_waits_for_the_writer_thread(tmp_path, monkeypatch):
+    # A second Ctrl-C while the layer is being discarded must not leave the
+    # writer thread running on the connection: discard() waits it out, drops
+    # what was staged, then lets the interrupt through.
+    db = open_db(tmp_path / "index.db")
+    writer = LayerWriter(db, "sha256:" + "7" * 64, batch_size=100)
+    writer.add_many(E(f"f{i}") for i in range(1000))
+    thread = writer._thread
+    real_join, calls = thread.join, []
+
+    def join(timeout=None):
+        calls.append(timeout)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        return real_join(timeout)
+
+    monkeypatch.setattr(thread, "join", join)
+    with pytest.raises(KeyboardInterrupt):
+        writer.discard()
+    assert len(calls) >= 2 and not thread.is_alive()
+    assert not db.conn.in_transaction
+    assert rows(db, "SELECT name FROM temp.sqlite_master") == []
+    assert rows(db, "SELECT count(*) FROM entries") == [(0,)]
+    db.close()
+
+
+def test_a_writer_thread_gone_cannot_hang_the_caller(tmp_path, monkeypatch):
+    # Were the writer thread to end without a word, handing it the next batch
+    # must fail at once rather than wait forever on the full queue.
+    monkeypatch.setattr(LayerWriter, "_write_batches", lambda self: None)
+    db = open_db(tmp_path / "index.db")
+    with pytest.raises(RuntimeError, match="writer thread stopped"):
+        with LayerWriter(db, "sha256:" + "8" * 64, batch_size=10) as writer:
+            writer.add_many(E(f"f{i}") for i in range(100))
+    assert rows(db, "SELECT name FROM temp.sqlite_master") == []
+    db.close()
+
+
 def test_failure_during_commit_rolls_back_everything(db):
     index_layer(db, [E("etc", "dir"), E("etc/hosts")])
     before = store.schema_text(db), rows(db, "SELECT * FROM paths"), rows(db, "SELECT * FROM entries")
