@@ -155,8 +155,13 @@ class _PartFile:
 
     def open(self) -> "_PartFile":
         "Open (create) and lock the .part; hash what an earlier run left in it."
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a+b")
+        from .outdir import OutputDirError
+
+        try:
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "a+b")
+        except OSError as error:
+            raise OutputDirError(f"cannot write {self.path}: {error.strerror or error}") from None
         if fcntl is not None:
             try:
                 fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -560,6 +565,26 @@ def _components(path: str) -> list[str]:
     return parts
 
 
+def _check_symlink_target(target: str, parts: Sequence[str], what: str = "symbolic link") -> None:
+    """Refuse a symbolic link at ``parts`` (its path under the output
+    directory) whose target could resolve outside it: absolute, climbing
+    above the root, or with ``..`` after a name. Every link in the tree
+    passing this check where it lies (through directories that are not
+    links, which :class:`SafeTree` ensures) keeps every chain of links inside."""
+    if not target:
+        raise Refused(f"{what} with an empty target")
+    if target.startswith("/"):
+        raise Refused(f"{what} to the absolute path {target} (outside the output directory)")
+    pieces = [p for p in target.split("/") if p not in ("", ".")]
+    ups = 0
+    while ups < len(pieces) and pieces[ups] == "..":
+        ups += 1
+    if ".." in pieces[ups:]:
+        raise Refused(f"{what} to {target}: '..' after a name is not allowed (it could lead outside)")
+    if ups > len(parts) - 1:
+        raise Refused(f"{what} to {target} points outside the output directory")
+
+
 def _truncate_utf8(data: bytes, limit: int) -> bytes:
     data = data[:limit]
     # do not cut a multi-byte UTF-8 sequence in half
@@ -588,8 +613,9 @@ class SafeTree:
     """
 
     def __init__(self, root: str | os.PathLike, *, keep_modes: bool = False):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        from .outdir import prepare_output_dir
+
+        self.root = prepare_output_dir(root)
         self.root_fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
         self.keep_modes = keep_modes
         try:
@@ -772,18 +798,7 @@ class SafeTree:
 
     def _write_symlink(self, entry: tarstream.Entry, parts: list[str]) -> str:
         target = entry.linkname
-        if not target:
-            raise Refused("symbolic link with an empty target")
-        if target.startswith("/"):
-            raise Refused(f"symbolic link to the absolute path {target} (outside the output directory)")
-        pieces = [p for p in target.split("/") if p not in ("", ".")]
-        ups = 0
-        while ups < len(pieces) and pieces[ups] == "..":
-            ups += 1
-        if ".." in pieces[ups:]:
-            raise Refused(f"symbolic link to {target}: '..' after a name is not allowed (it could lead outside)")
-        if ups > len(parts) - 1:
-            raise Refused(f"symbolic link to {target} points outside the output directory")
+        _check_symlink_target(target, parts)
         parent = self._open_dir(parts[:-1], create=True)
         try:
             self._clear_slot(parent, self._name(parts[-1]), entry.path)
@@ -808,6 +823,12 @@ class SafeTree:
             raise Refused(f"hard link to {target}, which was not extracted (add it to the patterns)")
         source_parent = self._open_dir(source[:-1], create=False)
         try:
+            st = os.stat(source[-1], dir_fd=source_parent, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                # A hard link to a symbolic link is that link again, somewhere
+                # else: its target must be checked from the new place.
+                link_target = os.fsdecode(os.readlink(source[-1], dir_fd=source_parent))
+                _check_symlink_target(link_target, parts, f"hard link to {target}, a symbolic link")
             parent = self._open_dir(parts[:-1], create=True)
             try:
                 self._clear_slot(parent, self._name(parts[-1]), entry.path)
@@ -1376,19 +1397,22 @@ def save_image(
     layers: Sequence[str] = (),
     all_layers: bool = False,
     config: bool = False,
-    out_dir: str | os.PathLike = DEFAULT_OUTPUT,
+    out_dir: str | os.PathLike | None = None,
     progress_factory=None,
     on_result: Callable[[DownloadResult], None] | None = None,
     on_error: Callable[[str, LayerslayerError], None] | None = None,
 ) -> SaveSummary:
     """Save an image's layers (``layers`` selectors, or ``all_layers``) and/or
-    its config blob under ``out_dir``. Errors on one blob are collected and the
-    others go on; the summary has them."""
+    its config blob under ``out_dir`` (default ``downloads``, which must not be
+    a symbolic link). Errors on one blob are collected and the others go on;
+    the summary has them."""
     from .image import open_image
     from .options import ClientOptions
+    from .outdir import make_dirs_below, prepare_output_dir
     from .reference import parse_reference
 
     started = time.monotonic()
+    out_dir = prepare_output_dir(DEFAULT_OUTPUT if out_dir is None else out_dir, link_ok=out_dir is not None)
     ref = parse_reference(reference)
     client = (options or ClientOptions()).client(ref)
     _, image = open_image(client, ref, platform)
@@ -1405,6 +1429,7 @@ def save_image(
         jobs.append((image.config_digest, config_type, None))
     for digest, media_type, size in jobs:
         dest = blob_path(out_dir, ref.registry, ref.repository, digest, media_type)
+        make_dirs_below(out_dir, dest.parent)
         try:
             with _progress_context(progress_factory, digest.partition(":")[2][:12], size) as bar:
                 result = download_blob(client, ref.repository, digest, dest, size, progress=bar)
@@ -1470,7 +1495,7 @@ def export_layers(
     ignore_case: bool = False,
     files: bool = False,
     keep_modes: bool = False,
-    out_dir: str | os.PathLike = DEFAULT_OUTPUT,
+    out_dir: str | os.PathLike | None = None,
     options=None,
     progress_factory=None,
     on_item: Callable[[ExportItem], None] | None = None,
@@ -1478,8 +1503,10 @@ def export_layers(
     """Save the layers of the index that hold files matching ``patterns`` (or
     the layers named by ``digests``), each fetched from a registry and
     repository it was indexed from. With ``files``, write only the matching
-    files, under ``out_dir/<registry>/<repository>/<digest hex>/``."""
+    files, under ``out_dir/<registry>/<repository>/<digest hex>/``
+    (``out_dir``: default ``downloads``, which must not be a symbolic link)."""
     from .options import ClientOptions
+    from .outdir import make_dirs_below, prepare_output_dir
     from .query import LayerMatch, layers_matching
     from .store import layer_sources, open_db
 
@@ -1509,6 +1536,7 @@ def export_layers(
         sources = {layer.digest: layer.sources or layer_sources(db, layer.digest) for layer in selected}
     finally:
         db.close()
+    out_dir = prepare_output_dir(DEFAULT_OUTPUT if out_dir is None else out_dir, link_ok=out_dir is not None)
     summary = ExportSummary()
     clients: dict[str, RegistryClient] = {}
     for layer in selected:
@@ -1524,6 +1552,7 @@ def export_layers(
                 if files:
                     target = blob_path(out_dir, registry, repository, layer.digest, layer.media_type)
                     target = target.with_name(layer.digest.partition(":")[2])
+                    make_dirs_below(out_dir, target)
                     plan = {layer.digest: LayerPlan(None, layer.last_offset)}  # type: ignore[arg-type]
                     item.files = extract_files(
                         client, repository, [layer], patterns, target, ignore_case=ignore_case,
@@ -1531,6 +1560,7 @@ def export_layers(
                     )
                 else:
                     dest = blob_path(out_dir, registry, repository, layer.digest, layer.media_type)
+                    make_dirs_below(out_dir, dest.parent)
                     with _progress_context(progress_factory, layer.digest.partition(":")[2][:12], layer.size) as bar:
                         item.download = download_blob(client, repository, layer.digest, dest, layer.size, progress=bar)
                 break

@@ -367,6 +367,12 @@ def _blob_progress_factory():
     return bar
 
 
+def _explicit(value, name: str):
+    "``value``, or None when it is the option's default (not typed by the user)."
+    source = click.get_current_context().get_parameter_source(name)
+    return None if source == click.core.ParameterSource.DEFAULT else value
+
+
 def _shown(text) -> str:
     "A path for the terminal: bytes that are not UTF-8 as \\xNN."
     text = str(text)
@@ -459,7 +465,7 @@ def save(reference, platform, layers, all_layers, config, out_dir, client_option
         raise click.UsageError("--layer and --all are mutually exclusive")
     summary = save_image(
         reference, options=client_options, platform=platform, layers=layers, all_layers=all_layers,
-        config=config, out_dir=out_dir, progress_factory=_blob_progress_factory(), on_result=_echo_download,
+        config=config, out_dir=_explicit(out_dir, "out_dir"), progress_factory=_blob_progress_factory(), on_result=_echo_download,
         on_error=lambda digest, error: click.echo(f"failed   {digest}: {error}", err=True),
     )
     for digest in summary.foreign:
@@ -533,7 +539,7 @@ def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, clien
 
     summary = export_layers(
         db, patterns=patterns, digests=digests, ignore_case=ignore_case, files=files, keep_modes=keep_modes,
-        out_dir=out_dir, options=client_options, progress_factory=_blob_progress_factory(), on_item=show,
+        out_dir=_explicit(out_dir, "out_dir"), options=client_options, progress_factory=_blob_progress_factory(), on_item=show,
     )
     if not summary.items:
         click.echo("No indexed layer holds a matching file.", err=True)

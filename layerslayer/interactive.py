@@ -615,6 +615,10 @@ class Flow:
 
     def run(self) -> FlowResult:
         options = self.options
+        if options.save_all:  # before any network: one line when the folder cannot be written
+            from .outdir import prepare_output_dir
+
+            prepare_output_dir(options.out_dir, link_ok=Path(options.out_dir) != blobs.DEFAULT_OUTPUT)
         ref, resolved = self.choose_image()
         self.result.reference = ref
         self.ui.say(f"Image: {ref.short}  {resolved.digest}")

@@ -1,0 +1,145 @@
+"""Issue 13, extraction safety: links re-checked where they land, nothing left
+from a failed stream, a fresh default output directory, output bounds, and one
+line (never a traceback) when an output directory cannot be written."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from harness.builder import dir_, file, hardlink, layer, push_image, symlink
+
+from layerslayer.cli import cli
+
+
+def run(*args, input=None):
+    return CliRunner().invoke(cli, [str(a) for a in args], input=input)
+
+
+def everything_under(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def escapes(root: Path) -> list[str]:
+    "Symbolic links under root whose target, resolved, is outside root."
+    real_root = root.resolve()
+    found = []
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            resolved = Path(os.path.normpath(os.path.join(path.parent, os.readlink(path))))
+            if not resolved.resolve().is_relative_to(real_root):
+                found.append(str(path.relative_to(root)))
+    return found
+
+
+# -- 1. links re-checked where they land ----------------------------------------------
+
+
+def link_escape_layer():
+    # x/y/link -> ../../outside stays inside where it is written; a hard link
+    # to it at the top re-creates it two levels shallower, where it climbs out.
+    return layer([
+        dir_("x/y"),
+        symlink("x/y/link", "../../outside"),
+        hardlink("downloads", "x/y/link"),
+        hardlink("x/also", "x/y/link"),               # one level up: still climbs out
+        hardlink("x/y/z/deeper", "x/y/link"),         # deeper: stays inside, allowed
+        hardlink("chain", "x/also"),                  # a hard link to a hard link to the symlink
+        symlink("x/y/ok", "../../inside.txt"),
+        file("inside.txt", "in\n"),
+        hardlink("x/y/ok2", "x/y/ok"),                # same depth: fine
+    ])
+
+
+@pytest.fixture
+def link_escape_image(registry, unique_repo):
+    return push_image(registry, f"{unique_repo()}:v1", layers=[link_escape_layer()])
+
+
+def test_hard_link_to_a_symlink_is_rechecked_where_it_lands(link_escape_image, tmp_path, monkeypatch):
+    work = tmp_path / "a" / "work"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    result = run("extract", link_escape_image.ref, "*", "-o", ".")
+    refused = {line.split()[1]: line for line in result.stderr.splitlines() if line.startswith("refused")}
+    assert set(refused) == {"downloads", "x/also", "chain"}, result.stderr
+    assert "points outside the output directory" in refused["downloads"]
+    assert result.exit_code == 1
+    assert escapes(work) == []
+    assert os.readlink(work / "x/y/z/deeper") == "../../outside"   # inside from there: out/x/outside
+    assert os.readlink(work / "x/y/ok2") == "../../inside.txt"
+    assert not os.path.lexists(work / "downloads")
+    # The next `save`, from the same directory, writes under ./downloads, a real directory.
+    result = run("save", link_escape_image.ref, "--all")
+    assert result.exit_code == 0, result.output
+    assert (work / "downloads").is_dir() and not (work / "downloads").is_symlink()
+    assert sorted(os.listdir(tmp_path)) == ["a"] and sorted(os.listdir(tmp_path / "a")) == ["work"]
+
+
+def test_export_files_rechecks_hard_links_to_symlinks(registry, link_escape_image, tmp_path):
+    db = tmp_path / "i.db"
+    assert run("index", db, link_escape_image.ref, "--quiet").exit_code == 0
+    out = tmp_path / "loot"
+    result = run("export", db, "--match", "*", "--files", "-o", out)
+    assert result.exit_code == 1, result.output
+    assert escapes(out) == []
+    refused = {line.split()[1] for line in result.stderr.splitlines() if line.startswith("refused")}
+    assert refused == {"downloads", "x/also", "chain"}
+
+
+def test_a_planted_downloads_symlink_does_not_send_save_outside(registry, link_escape_image, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    outside = tmp_path / "outside"
+    work.mkdir()
+    outside.mkdir()
+    monkeypatch.chdir(work)
+    (work / "downloads").symlink_to("../outside")
+    result = run("save", link_escape_image.ref, "--all")
+    assert result.exit_code == 2, result.output
+    assert "downloads is a symbolic link" in result.stderr and "Traceback" not in result.output
+    assert list(outside.iterdir()) == []
+    # Below an output directory named on purpose, a planted link is not followed either.
+    mine = tmp_path / "mine"
+    (mine / link_escape_image.host).mkdir(parents=True)
+    (mine / link_escape_image.host / link_escape_image.repository.split("/")[0]).symlink_to(outside)
+    result = run("save", link_escape_image.ref, "--all", "-o", mine)
+    assert result.exit_code == 2, result.output
+    assert "symbolic link" in result.stderr
+    assert list(outside.iterdir()) == []
+
+
+# -- 13. an output directory that cannot be made or written: one line, exit 2 ----------
+
+
+@pytest.fixture
+def small_image(registry, unique_repo):
+    return push_image(registry, f"{unique_repo()}:v1", layers=[layer({"etc/hello": "hi\n"})])
+
+
+def unwritable_dirs(tmp_path: Path) -> list[tuple[Path, str]]:
+    "Tests run as root: a path under a regular file, and /proc (root cannot create files there)."
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    return [(afile / "sub", "afile/sub"), (afile, "afile"), (Path("/proc/self"), "/proc/self")]
+
+
+@pytest.mark.parametrize("command", ["save", "extract", "export", "export-files", "save-all"])
+def test_unwritable_output_dir_is_one_line_and_exit_2(small_image, tmp_path, command):
+    db = tmp_path / "i.db"
+    if command.startswith("export"):
+        assert run("index", db, small_image.ref, "--quiet").exit_code == 0
+    for out, shown in unwritable_dirs(tmp_path):
+        args = {
+            "save": ["save", small_image.ref, "--all", "-o", out],
+            "extract": ["extract", small_image.ref, "*", "-o", out],
+            "export": ["export", db, "--match", "hello", "-o", out],
+            "export-files": ["export", db, "--match", "hello", "--files", "-o", out],
+            "save-all": ["-t", small_image.ref, "--save-all", "-o", out],
+        }[command]
+        result = run(*args)
+        lines = result.stderr.strip().splitlines()
+        assert result.exit_code == 2, (shown, result.output, result.exception)
+        assert "Traceback" not in result.output and not isinstance(result.exception, OSError)
+        assert any(line.startswith("Error: ") and shown in line for line in lines), (shown, result.output)
