@@ -1042,9 +1042,24 @@ class LayerStream:
         if self.size and self.fetched != self.size:
             raise VerificationError(f"layer {self.digest} is {self.fetched} bytes, its descriptor says {self.size}")
 
+    def verified(self) -> bool:
+        "True when the blob was read to its end and matched its digest and size."
+        if not self.complete:
+            return False
+        try:
+            self.verify()
+        except VerificationError:
+            return False
+        return True
+
     def close(self) -> None:
         self._counted.close()
         self._raw.close()
+
+
+def _add_note(error: LayerslayerError, note: str) -> None:
+    "Append to an error's one line (it keeps its class and exit status)."
+    error.args = (f"{error}; {note}",) + error.args[1:]
 
 
 # -- extraction ---------------------------------------------------------------------
@@ -1179,10 +1194,17 @@ def extract_files(
                     if verify and not stream.complete:
                         stream.drain()
                     stream.verify()
-                except VerificationError:
-                    # Damaged on the way: what this layer gave us cannot be trusted.
-                    tree.remove_layer_files()
-                    report.written = [w for w in report.written if w.digest != layer.digest]
+                except BaseException as error:
+                    # The stream failed (damaged or cut on the way, Ctrl-C): unless the
+                    # blob was read to its end and matched its digest, what this layer
+                    # gave us cannot be trusted, and nothing of it stays.
+                    if not stream.verified():
+                        removed = [w for w in report.written if w.digest == layer.digest]
+                        tree.remove_layer_files()
+                        report.written = [w for w in report.written if w.digest != layer.digest]
+                        if removed and isinstance(error, LayerslayerError):
+                            _add_note(error, f"the {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} written "
+                                             f"from layer {layer.digest} were removed")
                     raise
                 finally:
                     read.fetched = stream.fetched
@@ -1232,11 +1254,16 @@ def cat_file(
     ignore_case: bool = False,
     merged: bool = True,
     max_links: int = 16,
+    verify: bool = False,
 ) -> ExtractReport:
     """Write the content of the first file matching ``pattern`` (top layer first) to ``out``.
 
     Symbolic links are followed inside the image (an absolute target means
     the image's root), hard links to their target in the same layer.
+    Bytes written to ``out`` cannot be taken back: when the stream fails
+    while or after they are written (or, with ``verify``, the layer read to
+    its end does not match its digest), the error says how many bytes of
+    which file were already written.
     """
     import posixpath
 
@@ -1254,6 +1281,7 @@ def cat_file(
                 read = LayerRead(layer.digest, index, 0, False)
                 report.layers.append(read)
                 found = False
+                sent: tuple[str, int] | None = None  # (path, bytes) written to out from this layer
                 try:
                     for entry in stream.entries():
                         hidden = view.hidden(entry.path) if view else None
@@ -1263,8 +1291,10 @@ def cat_file(
                             continue
                         found = True
                         if entry.type == "file":
+                            sent = (entry.path, 0)
                             for piece in stream.reader.iter_content():
                                 out.write(piece)
+                                sent = (entry.path, sent[1] + len(piece))
                             out.flush()
                             report.written.append(WrittenEntry(entry.path, "file", entry.size, index, layer.digest, ""))
                         elif entry.type == "symlink":
@@ -1277,8 +1307,15 @@ def cat_file(
                             what = {"dir": "is a directory", "fifo": "is a FIFO"}.get(entry.type, "is a device file")
                             report.refused.append(RefusedEntry(entry.path, entry.type, f"{entry.path} {what}", index, layer.digest))
                         break
+                    if verify and sent is not None and not stream.complete:
+                        stream.drain()
                     if stream.complete:
                         stream.verify()
+                except LayerslayerError as error:
+                    if sent is not None:
+                        _add_note(error, f"{sent[1]} byte(s) of {sent[0]} from that layer were already written to "
+                                         f"standard output and cannot be taken back: do not trust them")
+                    raise
                 finally:
                     read.fetched = stream.fetched
                     read.complete = stream.complete
@@ -1623,7 +1660,7 @@ def extract_image(
         message(f"{len(skipped)} foreign layer(s) are not distributed by the registry and were not read")
     layers = [lay for lay in layers if not lay.foreign]
     if stdout is not None:
-        return cat_file(client, ref.repository, layers, parsed[0], stdout, merged=merged)
+        return cat_file(client, ref.repository, layers, parsed[0], stdout, merged=merged, verify=verify)
     plan = None
     report = ExtractReport(Path(out_dir))
     if db_path is not None:

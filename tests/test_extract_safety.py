@@ -143,3 +143,61 @@ def test_unwritable_output_dir_is_one_line_and_exit_2(small_image, tmp_path, com
         assert result.exit_code == 2, (shown, result.output, result.exception)
         assert "Traceback" not in result.output and not isinstance(result.exception, OSError)
         assert any(line.startswith("Error: ") and shown in line for line in lines), (shown, result.output)
+
+
+# -- 3. nothing from a failed stream stays under a final name ------------------------------
+
+
+def noise(n: int, seed: int = 3) -> bytes:
+    import random
+
+    return random.Random(seed).randbytes(n)
+
+
+@pytest.fixture
+def cut_image(fault_proxy, unique_repo):
+    "An uncompressed layer: a.txt (written first), then 2 MB the proxy cuts short."
+    lay = layer([file("a.txt", "a\n"), file("big.bin", noise(2_000_000)), file("z.txt", "z\n")], compression="none")
+    pushed = push_image(fault_proxy, f"{unique_repo()}:v1", layers=[lay])
+    fault_proxy.truncate(f"/blobs/{lay.digest}", after=300_000, times=None)
+    return pushed
+
+
+def test_extract_leaves_nothing_from_a_stream_that_breaks(cut_image, tmp_path):
+    out = tmp_path / "out"
+    result = run("extract", cut_image.ref, "*", "-o", out, "--retries", "1")
+    assert result.exit_code == 3, result.output
+    assert everything_under(out) == set(), everything_under(out)
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(error) == 1 and "the 1 entry written from layer" in error[0] and "were removed" in error[0]
+
+
+def test_export_files_leaves_nothing_from_a_stream_that_breaks(fault_proxy, cut_image, tmp_path):
+    db = tmp_path / "i.db"
+    fault_proxy.clear_faults()
+    assert run("index", db, cut_image.ref, "--quiet").exit_code == 0
+    fault_proxy.truncate(f"/blobs/{cut_image.layers[0].digest}", after=300_000, times=None)
+    out = tmp_path / "loot"
+    result = run("export", db, "--match", "*.txt", "--files", "-o", out, "--retries", "1")
+    assert result.exit_code == 3, result.output
+    assert [p for p in out.rglob("*") if not p.is_dir()] == []
+    assert "were removed" in result.stderr
+
+
+def test_extract_stdout_says_which_bytes_cannot_be_taken_back(cut_image):
+    result = run("extract", cut_image.ref, "/big.bin", "--stdout", "--retries", "1")
+    assert result.exit_code == 3
+    assert 0 < len(result.stdout_bytes) < 2_000_000
+    assert (f"{len(result.stdout_bytes)} byte(s) of big.bin from that layer were already written to standard output "
+            "and cannot be taken back") in result.stderr
+
+
+def test_extract_stdout_verify_reports_a_digest_that_fails_after_the_bytes(fault_proxy, unique_repo):
+    lay = layer([file("secret.txt", "the real one\n"), file("after.bin", noise(50_000))], compression="none")
+    pushed = push_image(fault_proxy, f"{unique_repo()}:v1", layers=[lay])
+    fault_proxy.corrupt(f"/blobs/{lay.digest}", offset=lay.size - 2000, times=None)   # in after.bin
+    result = run("extract", pushed.ref, "/secret.txt", "--stdout", "--verify")
+    assert result.stdout_bytes == b"the real one\n"
+    assert result.exit_code == 3
+    assert "does not match its digest" in result.stderr
+    assert "13 byte(s) of secret.txt from that layer were already written to standard output" in result.stderr
