@@ -99,6 +99,21 @@ def blob_path(out_dir: str | os.PathLike, registry: str, repository: str, digest
     return Path(out_dir, registry, *components, f"{hex_part}.{extension_for(media_type)}")
 
 
+DEFAULT_EXTRACT_ROOT = Path("extracted")
+
+
+def default_extract_dir(ref) -> Path:
+    """Where ``extract`` writes without ``-o``: a directory of the image's own,
+    ``extracted/<registry>/<repository>/<tag>`` (``sha256-<hex>`` for a digest
+    reference), never the current directory."""
+    registry = registry_dir_name(ref.registry)
+    version = ref.tag or (ref.digest or "latest").replace(":", "-")
+    if not _HOST.match(registry) or not all(_REPO_COMPONENT.match(c) for c in ref.repository.split("/")) \
+            or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|[a-z0-9]+-[0-9a-f]{32,128}", version):
+        raise UsageError(f"cannot make a directory name for {ref}: give -o DIR")
+    return Path(DEFAULT_EXTRACT_ROOT, registry, *ref.repository.split("/"), version)
+
+
 def part_path(dest: str | os.PathLike) -> Path:
     dest = Path(dest)
     return dest.with_name(dest.name + PART_SUFFIX)
@@ -607,15 +622,19 @@ class SafeTree:
     only to files this run wrote from the same layer; devices and FIFOs are
     not created; setuid/setgid bits are dropped unless ``keep_modes``. A name
     too long for the file system (or, on some systems, not valid UTF-8) is
-    escaped deterministically, and the new name is reported.
+    escaped deterministically, and the new name is reported. A file, link or
+    symbolic link that was there before this tree was opened is not replaced
+    unless ``force`` (what this run wrote may be: a later entry wins).
 
     Methods raise :class:`Refused` for an entry that is not written.
     """
 
-    def __init__(self, root: str | os.PathLike, *, keep_modes: bool = False):
+    def __init__(self, root: str | os.PathLike, *, keep_modes: bool = False, force: bool = False):
         from .outdir import prepare_output_dir
 
         self.root = prepare_output_dir(root)
+        self.force = force
+        self._ours: set[tuple[str, ...]] = set()  # disk parts of the non-directories this run wrote
         self.root_fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
         self.keep_modes = keep_modes
         try:
@@ -725,14 +744,18 @@ class SafeTree:
     def _disk_parts(self, parts: Sequence[str]) -> list[str]:
         return [self._name(p) for p in parts]
 
-    def _clear_slot(self, parent_fd: int, name: str, path: str) -> None:
-        "Make room for a non-directory: an old file or link is replaced, never written through."
+    def _clear_slot(self, parent_fd: int, parts: Sequence[str], path: str) -> None:
+        """Make room for a non-directory: an old file or link is replaced (with
+        ``force``, or when this run wrote it), never written through."""
+        name = self._name(parts[-1])
         try:
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
             raise Refused(f"a directory {path} is in the way")
+        if not self.force and tuple(self._disk_parts(parts)) not in self._ours:
+            raise Refused(f"{path} is already in the output directory (--force replaces it)")
         os.unlink(name, dir_fd=parent_fd)
 
     def _mode(self, entry: tarstream.Entry) -> int:
@@ -776,7 +799,7 @@ class SafeTree:
         parent = self._open_dir(parts[:-1], create=True)
         try:
             mode = self._mode(entry)
-            self._clear_slot(parent, self._name(parts[-1]), entry.path)
+            self._clear_slot(parent, parts, entry.path)
             name, fd = self._try_names(parts[-1], lambda n: os.open(n, _O_NEWFILE, 0o600, dir_fd=parent))
             try:
                 with os.fdopen(fd, "wb", closefd=True) as f:
@@ -801,7 +824,7 @@ class SafeTree:
         _check_symlink_target(target, parts)
         parent = self._open_dir(parts[:-1], create=True)
         try:
-            self._clear_slot(parent, self._name(parts[-1]), entry.path)
+            self._clear_slot(parent, parts, entry.path)
             name, _ = self._try_names(parts[-1], lambda n: os.symlink(target, n, dir_fd=parent))
             if os.utime in os.supports_follow_symlinks:
                 try:
@@ -831,7 +854,7 @@ class SafeTree:
                 _check_symlink_target(link_target, parts, f"hard link to {target}, a symbolic link")
             parent = self._open_dir(parts[:-1], create=True)
             try:
-                self._clear_slot(parent, self._name(parts[-1]), entry.path)
+                self._clear_slot(parent, parts, entry.path)
                 name, _ = self._try_names(
                     parts[-1],
                     lambda n: os.link(source[-1], n, src_dir_fd=source_parent, dst_dir_fd=parent, follow_symlinks=False),
@@ -845,6 +868,7 @@ class SafeTree:
     def _remember(self, path: str, parts: list[str], name: str) -> str:
         disk = self._disk_parts(parts[:-1]) + [name]
         self._layer_written["/".join(parts)] = disk
+        self._ours.add(tuple(disk))
         self.layer_files.append(disk)
         return "/".join(disk)
 
@@ -861,6 +885,7 @@ class SafeTree:
                 pass
             finally:
                 os.close(parent)
+            self._ours.discard(tuple(disk))
         self.layer_files = []
         self._layer_written = {}
 
@@ -1126,6 +1151,7 @@ def extract_files(
     merged: bool = True,
     plan: dict[str, LayerPlan] | None = None,
     verify: bool = False,
+    force: bool = False,
     report: ExtractReport | None = None,
     on_written: Callable[[WrittenEntry], None] | None = None,
 ) -> ExtractReport:
@@ -1141,6 +1167,7 @@ def extract_files(
     ``plan`` (from the index, see :func:`plan_extraction`) only the planned
     entries are written and each layer is read only up to its last one.
     ``verify`` reads every layer it opens to its end to check its digest.
+    A file already in ``out_dir`` is not replaced (it is refused) unless ``force``.
     """
     started = time.monotonic()
     parsed = [p if isinstance(p, Pattern) else parse_pattern(p, ignore_case) for p in patterns]
@@ -1149,7 +1176,7 @@ def extract_files(
     remaining: set[str] | None = None if (None in literals or plan is not None) else set(literals)
     report = report or ExtractReport(Path(out_dir))
     view = MergedView() if merged and plan is None else None
-    with SafeTree(out_dir, keep_modes=keep_modes) as tree:
+    with SafeTree(out_dir, keep_modes=keep_modes, force=force) as tree:
         try:
             for layer in reversed(list(layers)):
                 if remaining is not None and not remaining:
@@ -1593,7 +1620,7 @@ def export_layers(
                     plan = {layer.digest: LayerPlan(None, layer.last_offset)}  # type: ignore[arg-type]
                     item.files = extract_files(
                         client, repository, [layer], patterns, target, ignore_case=ignore_case,
-                        keep_modes=keep_modes, merged=False, plan=plan,
+                        keep_modes=keep_modes, merged=False, plan=plan, force=True,  # a directory of its own per layer
                     )
                 else:
                     dest = blob_path(out_dir, registry, repository, layer.digest, layer.media_type)
@@ -1618,16 +1645,20 @@ def extract_image(
     options=None,
     platform: str | None = None,
     layer: str | None = None,
-    out_dir: str | os.PathLike = ".",
+    out_dir: str | os.PathLike | None = None,
     stdout: BinaryIO | None = None,
     db_path: str | os.PathLike | None = None,
     ignore_case: bool = False,
     keep_modes: bool = False,
     verify: bool = False,
+    force: bool = False,
     on_written: Callable[[WrittenEntry], None] | None = None,
     message: Callable[[str], None] | None = None,
 ) -> ExtractReport:
     """``layerslayer extract``: resolve the image, pick the layers, write the matches.
+
+    ``out_dir`` defaults to :func:`default_extract_dir` of the reference. A
+    file already there is not replaced unless ``force``.
 
     With ``stdout`` (a binary file), the one file matching the single pattern
     is written there instead (symbolic links followed inside the image).
@@ -1661,6 +1692,8 @@ def extract_image(
     layers = [lay for lay in layers if not lay.foreign]
     if stdout is not None:
         return cat_file(client, ref.repository, layers, parsed[0], stdout, merged=merged, verify=verify)
+    if out_dir is None:
+        out_dir = default_extract_dir(ref)
     plan = None
     report = ExtractReport(Path(out_dir))
     if db_path is not None:
@@ -1677,5 +1710,5 @@ def extract_image(
                 message(f"{db_path} does not index every layer of {ref.short}: reading the layers instead")
     return extract_files(
         client, ref.repository, layers, parsed, out_dir, keep_modes=keep_modes, merged=merged,
-        plan=plan, verify=verify, report=report, on_written=on_written,
+        plan=plan, verify=verify, force=force, report=report, on_written=on_written,
     )

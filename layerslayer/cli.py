@@ -561,8 +561,10 @@ export.help += _BLOB_EXIT_STATUS
 @click.argument("patterns", nargs=-1, required=True)
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to read (default: this machine's, else the first).")
 @click.option("--layer", metavar="N|DIGEST", help="Read only this layer (index or digest), deleted files included.")
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=".",
-              show_default=True, help="Directory to write the files under (image paths are kept).")
+@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write the files under (image paths are kept). "
+                   "[default: ./extracted/<registry>/<repository>/<tag>]")
+@click.option("--force", is_flag=True, help="Replace files already in the output directory (refused by default).")
 @click.option("--stdout", "to_stdout", is_flag=True, help="Write the one matching file's contents to standard output.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
               help="An index holding this image: read only the layers with matches, each up to its last match.")
@@ -570,7 +572,8 @@ export.help += _BLOB_EXIT_STATUS
 @click.option("--keep-modes", is_flag=True, help="Keep setuid/setgid bits (dropped by default).")
 @click.option("--verify", is_flag=True, help="Read every layer opened to its end and check its digest (no early stop).")
 @registry_options
-def extract(reference, patterns, platform, layer, out_dir, to_stdout, db_path, ignore_case, keep_modes, verify, client_options):
+def extract(reference, patterns, platform, layer, out_dir, force, to_stdout, db_path, ignore_case, keep_modes, verify,
+            client_options):
     """Write the files of image REFERENCE that match PATTERN(s), without a database.
 
     Layers stream from the registry, top layer first, and the result is the
@@ -584,11 +587,15 @@ def extract(reference, patterns, platform, layer, out_dir, to_stdout, db_path, i
     path (leading "/" optional); * ? [...] globs, * also matches "/".
 
     \b
-    Safety, always on: nothing is written outside the output directory.
-    Refused: ".." and absolute names, symbolic links that point outside,
+    Safety, always on: nothing is written outside the output directory
+    (default: a fresh ./extracted/<registry>/<repository>/<tag>, never the
+    current directory). Refused: ".." and absolute names, symbolic links
+    that point outside (hard links to them too, checked where they land),
     hard links outside or to files not extracted, anything through a
-    symbolic link, device files and FIFOs. setuid/setgid bits are dropped
+    symbolic link, device files and FIFOs, and a file already in the
+    output directory (--force replaces it). setuid/setgid bits are dropped
     unless --keep-modes. Names the file system cannot hold are escaped.
+    A layer whose stream breaks leaves nothing behind.
 
     \b
     Examples:
@@ -599,7 +606,7 @@ def extract(reference, patterns, platform, layer, out_dir, to_stdout, db_path, i
     from .blobs import extract_image
     from .errors import UsageError
 
-    if to_stdout and out_dir != Path("."):
+    if to_stdout and out_dir is not None:
         raise click.UsageError("-o and --stdout are mutually exclusive")
     if to_stdout and len(patterns) != 1:
         raise click.UsageError("--stdout writes one file: give exactly one PATTERN")
@@ -614,7 +621,7 @@ def extract(reference, patterns, platform, layer, out_dir, to_stdout, db_path, i
         report = extract_image(
             reference, patterns, options=client_options, platform=platform, layer=layer,
             out_dir=out_dir, stdout=sys.stdout.buffer if to_stdout else None, db_path=db_path,
-            ignore_case=ignore_case, keep_modes=keep_modes, verify=verify,
+            ignore_case=ignore_case, keep_modes=keep_modes, verify=verify, force=force,
             on_written=None if to_stdout else show, message=message,
         )
     except UsageError as error:
@@ -625,7 +632,7 @@ def extract(reference, patterns, platform, layer, out_dir, to_stdout, db_path, i
         if not report.written and not report.refused:
             click.echo(f"Error: no file matches {patterns[0]}", err=True)
         sys.exit(0 if report.written else 1)
-    _echo_extract_report(report, out_dir)
+    _echo_extract_report(report, report.out_dir)
     sys.exit(report.exit_status)
 
 

@@ -201,3 +201,38 @@ def test_extract_stdout_verify_reports_a_digest_that_fails_after_the_bytes(fault
     assert result.exit_code == 3
     assert "does not match its digest" in result.stderr
     assert "13 byte(s) of secret.txt from that layer were already written to standard output" in result.stderr
+
+
+# -- 9. a fresh default directory; nothing replaced without --force ---------------------
+
+
+def test_extract_defaults_to_a_fresh_directory_and_never_replaces_files(registry, unique_repo, tmp_path, monkeypatch):
+    lay = layer({".bashrc": "evil\n", ".ssh/authorized_keys": "ssh-ed25519 attacker\n", "etc/hello": "hi\n"})
+    pushed = push_image(registry, f"{unique_repo()}:v1", layers=[lay])
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".bashrc").write_text("mine\n")
+    (home / ".ssh/authorized_keys").write_text("my key\n")
+    monkeypatch.chdir(home)
+    result = run("extract", pushed.ref, "*")
+    assert result.exit_code == 0, result.output
+    out = Path("extracted", pushed.host, *pushed.repository.split("/"), "v1")
+    assert (home / out / ".bashrc").read_text() == "evil\n"
+    assert f"to {out}" in result.stderr
+    assert (home / ".bashrc").read_text() == "mine\n" and (home / ".ssh/authorized_keys").read_text() == "my key\n"
+    # Again into the same place, or into the current directory: nothing is replaced.
+    (home / out / "etc/hello").write_text("edited\n")
+    for args in ([], ["-o", "."]):
+        result = run("extract", pushed.ref, "*", *args)
+        assert result.exit_code == 1, result.output
+        assert "is already in the output directory (--force replaces it)" in result.stderr
+    assert (home / out / "etc/hello").read_text() == "edited\n"
+    assert (home / ".bashrc").read_text() == "mine\n" and (home / ".ssh/authorized_keys").read_text() == "my key\n"
+    # --force replaces.
+    result = run("extract", pushed.ref, "/etc/hello", "--force")
+    assert result.exit_code == 0, result.output
+    assert (home / out / "etc/hello").read_text() == "hi\n"
+    # By digest: a directory named after it.
+    result = run("extract", pushed.digest_ref, "/etc/hello")
+    assert result.exit_code == 0, result.output
+    assert (home / "extracted" / pushed.host / pushed.repository / pushed.digest.replace(":", "-") / "etc/hello").exists()
