@@ -508,6 +508,18 @@ class Refused(Exception):
     "An entry that is not written; str() is why, in a few words."
 
 
+class OutputCapReached(Refused):
+    "Writing this entry would pass the output cap: extraction stops."
+
+
+# Bounds on what one extraction writes (README, "Guarantees"): the total bytes
+# of file contents (raise it with ``extract --max-output``), and how deep a
+# path may nest (a hostile layer can hold a path of thousands of
+# directories: tools that walk the result recursively fall over).
+DEFAULT_MAX_OUTPUT = 10 << 30
+MAX_DEPTH = 256
+
+
 @dataclass
 class WrittenEntry:
     path: str          # the path inside the image
@@ -545,6 +557,7 @@ class ExtractReport:
     modes_dropped: list[str] = field(default_factory=list)  # setuid/setgid bits removed
     layers: list[LayerRead] = field(default_factory=list)
     seconds: float = 0.0
+    capped: bool = False  # stopped at the output cap
 
     @property
     def bytes_fetched(self) -> int:
@@ -629,11 +642,14 @@ class SafeTree:
     Methods raise :class:`Refused` for an entry that is not written.
     """
 
-    def __init__(self, root: str | os.PathLike, *, keep_modes: bool = False, force: bool = False):
+    def __init__(self, root: str | os.PathLike, *, keep_modes: bool = False, force: bool = False,
+                 max_bytes: int = DEFAULT_MAX_OUTPUT):
         from .outdir import prepare_output_dir
 
         self.root = prepare_output_dir(root)
         self.force = force
+        self.max_bytes = max_bytes
+        self.bytes_written = 0  # file contents, this run
         self._ours: set[tuple[str, ...]] = set()  # disk parts of the non-directories this run wrote
         self.root_fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
         self.keep_modes = keep_modes
@@ -775,6 +791,8 @@ class SafeTree:
         if entry.absolute:
             raise Refused("absolute path")
         parts = _components(entry.path)
+        if len(parts) > MAX_DEPTH:
+            raise Refused(f"nested {len(parts)} levels deep (more than {MAX_DEPTH})")
         kind = entry.type
         if kind in ("char", "block"):
             raise Refused("device files are not created")
@@ -795,7 +813,13 @@ class SafeTree:
         self._dirs.append((list(parts), self._mode(entry) | 0o700, entry.mtime))
         return "/".join(self._disk_parts(parts))
 
+    def _check_cap(self, size: int) -> None:
+        if self.bytes_written + size > self.max_bytes:
+            raise OutputCapReached(f"{size} more bytes would pass the output cap of {self.max_bytes} bytes "
+                                   f"({self.bytes_written} written; --max-output raises it): extraction stopped")
+
     def _write_file(self, entry: tarstream.Entry, parts: list[str], content: Iterable[bytes]) -> str:
+        self._check_cap(entry.size)
         parent = self._open_dir(parts[:-1], create=True)
         try:
             mode = self._mode(entry)
@@ -804,7 +828,9 @@ class SafeTree:
             try:
                 with os.fdopen(fd, "wb", closefd=True) as f:
                     for piece in content:
+                        self._check_cap(len(piece))
                         f.write(piece)
+                        self.bytes_written += len(piece)
                     f.flush()
                     os.fchmod(f.fileno(), mode)
                     _set_mtime(lambda t: os.utime(f.fileno(), t), entry.mtime)
@@ -1152,6 +1178,7 @@ def extract_files(
     plan: dict[str, LayerPlan] | None = None,
     verify: bool = False,
     force: bool = False,
+    max_output: int = DEFAULT_MAX_OUTPUT,
     report: ExtractReport | None = None,
     on_written: Callable[[WrittenEntry], None] | None = None,
 ) -> ExtractReport:
@@ -1168,6 +1195,9 @@ def extract_files(
     entries are written and each layer is read only up to its last one.
     ``verify`` reads every layer it opens to its end to check its digest.
     A file already in ``out_dir`` is not replaced (it is refused) unless ``force``.
+    Extraction stops (the entry is refused) before file contents would pass
+    ``max_output`` bytes in all; paths nested deeper than :data:`MAX_DEPTH`
+    are refused.
     """
     started = time.monotonic()
     parsed = [p if isinstance(p, Pattern) else parse_pattern(p, ignore_case) for p in patterns]
@@ -1176,7 +1206,7 @@ def extract_files(
     remaining: set[str] | None = None if (None in literals or plan is not None) else set(literals)
     report = report or ExtractReport(Path(out_dir))
     view = MergedView() if merged and plan is None else None
-    with SafeTree(out_dir, keep_modes=keep_modes, force=force) as tree:
+    with SafeTree(out_dir, keep_modes=keep_modes, force=force, max_bytes=max_output) as tree:
         try:
             for layer in reversed(list(layers)):
                 if remaining is not None and not remaining:
@@ -1198,6 +1228,9 @@ def extract_files(
                                 not entry.whiteout and matcher(path)
                             ):
                                 _write_one(tree, entry, stream, layer, report, on_written)
+                                if report.capped:
+                                    stop = True
+                                    break
                             if entry.offset >= layer_plan.last_offset and not verify:
                                 break  # the rest of this layer holds nothing we want
                             continue
@@ -1213,6 +1246,9 @@ def extract_files(
                                 report.shadowed += 1
                         else:
                             _write_one(tree, entry, stream, layer, report, on_written)
+                            if report.capped:
+                                stop = True
+                                break
                         if remaining is not None:
                             remaining.discard(path)
                             if not remaining and not verify:
@@ -1259,6 +1295,10 @@ def _write_one(tree: SafeTree, entry: tarstream.Entry, stream: LayerStream, laye
     index = _layer_index(layer)
     try:
         written_as = tree.write(entry, stream.reader.iter_content() if entry.type == "file" else None)
+    except OutputCapReached as why:
+        report.refused.append(RefusedEntry(entry.path, entry.type, str(why), index, layer.digest))
+        report.capped = True
+        return
     except Refused as why:
         report.refused.append(RefusedEntry(entry.path, entry.type, str(why), index, layer.digest))
         return
@@ -1652,6 +1692,7 @@ def extract_image(
     keep_modes: bool = False,
     verify: bool = False,
     force: bool = False,
+    max_output: int = DEFAULT_MAX_OUTPUT,
     on_written: Callable[[WrittenEntry], None] | None = None,
     message: Callable[[str], None] | None = None,
 ) -> ExtractReport:
@@ -1710,5 +1751,5 @@ def extract_image(
                 message(f"{db_path} does not index every layer of {ref.short}: reading the layers instead")
     return extract_files(
         client, ref.repository, layers, parsed, out_dir, keep_modes=keep_modes, merged=merged,
-        plan=plan, verify=verify, force=force, report=report, on_written=on_written,
+        plan=plan, verify=verify, force=force, max_output=max_output, report=report, on_written=on_written,
     )

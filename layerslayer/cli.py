@@ -414,6 +414,8 @@ def _echo_extract_report(report, out_dir) -> None:
         parts[0] += f" to {out_dir}"
     if report.refused:
         parts.append(f"{len(report.refused)} refused")
+    if report.capped:
+        parts.append("stopped at the output cap (--max-output raises it)")
     if report.shadowed:
         parts.append(f"{report.shadowed} older version(s) in lower layers skipped")
     complete = sum(1 for layer in report.layers if layer.complete)
@@ -565,6 +567,8 @@ export.help += _BLOB_EXIT_STATUS
               help="Directory to write the files under (image paths are kept). "
                    "[default: ./extracted/<registry>/<repository>/<tag>]")
 @click.option("--force", is_flag=True, help="Replace files already in the output directory (refused by default).")
+@click.option("--max-output", metavar="SIZE", default="10G", show_default=True,
+              help="Stop before file contents written pass SIZE in all (10M, 1.5G; powers of 1024).")
 @click.option("--stdout", "to_stdout", is_flag=True, help="Write the one matching file's contents to standard output.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
               help="An index holding this image: read only the layers with matches, each up to its last match.")
@@ -572,8 +576,8 @@ export.help += _BLOB_EXIT_STATUS
 @click.option("--keep-modes", is_flag=True, help="Keep setuid/setgid bits (dropped by default).")
 @click.option("--verify", is_flag=True, help="Read every layer opened to its end and check its digest (no early stop).")
 @registry_options
-def extract(reference, patterns, platform, layer, out_dir, force, to_stdout, db_path, ignore_case, keep_modes, verify,
-            client_options):
+def extract(reference, patterns, platform, layer, out_dir, force, max_output, to_stdout, db_path, ignore_case, keep_modes,
+            verify, client_options):
     """Write the files of image REFERENCE that match PATTERN(s), without a database.
 
     Layers stream from the registry, top layer first, and the result is the
@@ -605,6 +609,12 @@ def extract(reference, patterns, platform, layer, out_dir, force, to_stdout, db_
     """
     from .blobs import extract_image
     from .errors import UsageError
+    from .query import parse_size
+
+    try:
+        max_output = parse_size(max_output)
+    except UsageError as error:
+        raise click.BadParameter(str(error), param_hint="--max-output")
 
     if to_stdout and out_dir is not None:
         raise click.UsageError("-o and --stdout are mutually exclusive")
@@ -621,7 +631,7 @@ def extract(reference, patterns, platform, layer, out_dir, force, to_stdout, db_
         report = extract_image(
             reference, patterns, options=client_options, platform=platform, layer=layer,
             out_dir=out_dir, stdout=sys.stdout.buffer if to_stdout else None, db_path=db_path,
-            ignore_case=ignore_case, keep_modes=keep_modes, verify=verify, force=force,
+            ignore_case=ignore_case, keep_modes=keep_modes, verify=verify, force=force, max_output=max_output,
             on_written=None if to_stdout else show, message=message,
         )
     except UsageError as error:

@@ -236,3 +236,27 @@ def test_extract_defaults_to_a_fresh_directory_and_never_replaces_files(registry
     result = run("extract", pushed.digest_ref, "/etc/hello")
     assert result.exit_code == 0, result.output
     assert (home / "extracted" / pushed.host / pushed.repository / pushed.digest.replace(":", "-") / "etc/hello").exists()
+
+
+# -- 10. bounds: total bytes written, nesting depth ---------------------------------------
+
+
+def test_extract_stops_at_the_output_cap_and_refuses_deep_nesting(registry, unique_repo, tmp_path):
+    deep = "/".join(["d"] * 300) + "/deep.txt"
+    lay = layer([file(f"f{i}.bin", noise(400_000, i)) for i in range(5)] + [file(deep, "deep\n"), file("ok.txt", "ok\n")])
+    pushed = push_image(registry, f"{unique_repo()}:v1", layers=[lay])
+    out = tmp_path / "out"
+    result = run("extract", pushed.ref, "*", "-o", out, "--max-output", "1M")
+    assert result.exit_code == 1, result.output
+    written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    assert written == 800_000  # two files fit under 1 MiB; the third would pass it
+    assert "refused  f2.bin (layer 0): 400000 more bytes would pass the output cap of 1048576 bytes" in result.stderr
+    assert "stopped at the output cap (--max-output raises it)" in result.stderr
+    assert not (out / "ok.txt").exists()  # nothing after the stop
+    result = run("extract", pushed.ref, "*", "-o", tmp_path / "all")
+    assert result.exit_code == 1, result.output
+    refused = [line for line in result.stderr.splitlines() if line.startswith("refused")]
+    assert len(refused) == 1 and "nested 301 levels deep (more than 256)" in refused[0]
+    assert (tmp_path / "all/ok.txt").exists() and not (tmp_path / "all/d").exists()
+    assert run("extract", pushed.ref, "*", "-o", tmp_path / "x", "--max-output", "lots").exit_code == 2
+    assert "--max-output SIZE" in run("extract", "--help").output and "10G" in run("extract", "--help").output
