@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import stat
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -528,6 +529,8 @@ class WrittenEntry:
     layer: int | None  # index of the layer in the image (None when unknown)
     digest: str        # the layer's digest
     written_as: str    # path relative to the output directory (differs from path when escaped)
+    linkname: str = ""  # a symbolic link's target
+    followed: str = ""  # with follow: the image path whose content replaced the link
 
 
 @dataclass
@@ -590,6 +593,8 @@ def _components(path: str) -> list[str]:
         raise Refused("path with a '..' component")
     if not parts:
         raise Refused("empty path")
+    if len(parts) > MAX_DEPTH:
+        raise Refused(f"nested {len(parts)} levels deep (more than {MAX_DEPTH})")
     return parts
 
 
@@ -791,8 +796,6 @@ class SafeTree:
         if entry.absolute:
             raise Refused("absolute path")
         parts = _components(entry.path)
-        if len(parts) > MAX_DEPTH:
-            raise Refused(f"nested {len(parts)} levels deep (more than {MAX_DEPTH})")
         kind = entry.type
         if kind in ("char", "block"):
             raise Refused("device files are not created")
@@ -844,6 +847,19 @@ class SafeTree:
         finally:
             os.close(parent)
         return self._remember(entry.path, parts, name)
+
+    def place(self, temp: str | os.PathLike, path: str) -> str:
+        """Move the complete file ``temp`` (in the root directory) to ``path``,
+        through the same checks as :meth:`write`; return where it went."""
+        parts = _components(path)
+        parent = self._open_dir(parts[:-1], create=True)
+        try:
+            self._clear_slot(parent, parts, path)
+            name, _ = self._try_names(
+                parts[-1], lambda n: os.rename(os.path.basename(temp), n, src_dir_fd=self.root_fd, dst_dir_fd=parent))
+        finally:
+            os.close(parent)
+        return self._remember(path, parts, name)
 
     def _write_symlink(self, entry: tarstream.Entry, parts: list[str]) -> str:
         target = entry.linkname
@@ -1179,6 +1195,7 @@ def extract_files(
     verify: bool = False,
     force: bool = False,
     max_output: int = DEFAULT_MAX_OUTPUT,
+    follow: bool = False,
     report: ExtractReport | None = None,
     on_written: Callable[[WrittenEntry], None] | None = None,
 ) -> ExtractReport:
@@ -1197,7 +1214,9 @@ def extract_files(
     A file already in ``out_dir`` is not replaced (it is refused) unless ``force``.
     Extraction stops (the entry is refused) before file contents would pass
     ``max_output`` bytes in all; paths nested deeper than :data:`MAX_DEPTH`
-    are refused.
+    are refused. With ``follow``, matching symbolic links are not written
+    but listed in ``report.written`` with an empty ``written_as``, for
+    :func:`follow_links`.
     """
     started = time.monotonic()
     parsed = [p if isinstance(p, Pattern) else parse_pattern(p, ignore_case) for p in patterns]
@@ -1227,7 +1246,7 @@ def extract_files(
                             if (entry.offset in layer_plan.offsets) if layer_plan.offsets is not None else (
                                 not entry.whiteout and matcher(path)
                             ):
-                                _write_one(tree, entry, stream, layer, report, on_written)
+                                _write_one(tree, entry, stream, layer, report, on_written, follow)
                                 if report.capped:
                                     stop = True
                                     break
@@ -1245,7 +1264,7 @@ def extract_files(
                             else:
                                 report.shadowed += 1
                         else:
-                            _write_one(tree, entry, stream, layer, report, on_written)
+                            _write_one(tree, entry, stream, layer, report, on_written, follow)
                             if report.capped:
                                 stop = True
                                 break
@@ -1291,8 +1310,11 @@ def extract_files(
 
 
 def _write_one(tree: SafeTree, entry: tarstream.Entry, stream: LayerStream, layer, report: ExtractReport,
-               on_written: Callable[[WrittenEntry], None] | None) -> None:
+               on_written: Callable[[WrittenEntry], None] | None, follow: bool = False) -> None:
     index = _layer_index(layer)
+    if follow and entry.type == "symlink":  # written later by follow_links, as the file it leads to
+        report.written.append(WrittenEntry(entry.path, "symlink", 0, index, layer.digest, "", entry.linkname))
+        return
     try:
         written_as = tree.write(entry, stream.reader.iter_content() if entry.type == "file" else None)
     except OutputCapReached as why:
@@ -1305,7 +1327,8 @@ def _write_one(tree: SafeTree, entry: tarstream.Entry, stream: LayerStream, laye
     except OSError as error:
         report.refused.append(RefusedEntry(entry.path, entry.type, f"cannot write it: {error.strerror or error}", index, layer.digest))
         return
-    written = WrittenEntry(entry.path, entry.type, entry.size, index, layer.digest, written_as)
+    written = WrittenEntry(entry.path, entry.type, entry.size, index, layer.digest, written_as,
+                           entry.linkname if entry.type == "symlink" else "")
     report.written.append(written)
     if on_written:
         on_written(written)
@@ -1693,13 +1716,16 @@ def extract_image(
     verify: bool = False,
     force: bool = False,
     max_output: int = DEFAULT_MAX_OUTPUT,
+    follow: bool = False,
     on_written: Callable[[WrittenEntry], None] | None = None,
     message: Callable[[str], None] | None = None,
 ) -> ExtractReport:
     """``layerslayer extract``: resolve the image, pick the layers, write the matches.
 
     ``out_dir`` defaults to :func:`default_extract_dir` of the reference. A
-    file already there is not replaced unless ``force``.
+    file already there is not replaced unless ``force``. With ``follow``,
+    a matching symbolic link is not written: the content of the file it
+    leads to inside the image is (see :func:`follow_links`).
 
     With ``stdout`` (a binary file), the one file matching the single pattern
     is written there instead (symbolic links followed inside the image).
@@ -1749,7 +1775,77 @@ def extract_image(
             report = ExtractReport(Path(out_dir))
             if message:
                 message(f"{db_path} does not index every layer of {ref.short}: reading the layers instead")
-    return extract_files(
+    report = extract_files(
         client, ref.repository, layers, parsed, out_dir, keep_modes=keep_modes, merged=merged,
-        plan=plan, verify=verify, force=force, max_output=max_output, report=report, on_written=on_written,
+        plan=plan, verify=verify, force=force, max_output=max_output, follow=follow, report=report,
+        on_written=on_written,
     )
+    if follow:
+        follow_links(client, ref.repository, layers, report, merged=merged, verify=verify, force=force,
+                     max_output=max_output, on_written=on_written)
+    return report
+
+
+def _exact_pattern(path: str) -> Pattern:
+    "A pattern matching exactly this image path (glob characters put in sets)."
+    return parse_pattern("/" + re.sub(r"([*?\[])", r"[\1]", path))
+
+
+class _CappedOut:
+    "A binary file that refuses to grow past ``room`` bytes."
+
+    def __init__(self, f: BinaryIO, room: int):
+        self.f, self.room, self.written = f, room, 0
+
+    def write(self, data: bytes) -> int:
+        if self.written + len(data) > self.room:
+            raise OutputCapReached("its content would pass the output cap (--max-output raises it)")
+        self.written += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def follow_links(client: RegistryClient, repository: str, layers: Sequence, report: ExtractReport, *,
+                 merged: bool = True, verify: bool = False, force: bool = False, max_output: int = DEFAULT_MAX_OUTPUT,
+                 on_written: Callable[[WrittenEntry], None] | None = None) -> None:
+    """Write, in place of each symbolic link :func:`extract_files` left pending
+    (``follow=True``), the content of the file it leads to inside the image,
+    followed as ``extract --stdout`` does (through chains; an absolute target
+    means the image's root). The content goes to a temporary file in the
+    output directory and is renamed into place when complete, through the
+    same checks as any file; a link that leads to no file is refused."""
+    pending = [w for w in report.written if w.type == "symlink" and not w.written_as]
+    if not pending or report.out_dir is None:
+        return
+    room = max_output - sum(w.size for w in report.written if w.type == "file")
+    with SafeTree(report.out_dir, force=force) as tree:
+        for written in pending:
+            report.written.remove(written)
+            fd, temp = tempfile.mkstemp(prefix=".layerslayer-follow-", dir=tree.root)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    out = _CappedOut(f, room)
+                    found = cat_file(client, repository, layers, _exact_pattern(written.path), out,
+                                     merged=merged, verify=verify)
+                if not found.written:
+                    why = found.refused[0].reason if found.refused else "it leads to nothing in the image"
+                    raise Refused(f"symbolic link to {written.linkname} not followed: {why}")
+                os.chmod(temp, 0o644)
+                written.written_as = tree.place(temp, written.path)
+            except Refused as why:
+                report.refused.append(RefusedEntry(written.path, "symlink", str(why), written.layer, written.digest))
+                if isinstance(why, OutputCapReached):
+                    report.capped = True
+                    break
+                continue
+            finally:
+                if os.path.exists(temp):
+                    os.unlink(temp)
+            room -= out.written
+            written.followed = found.written[0].path
+            written.type, written.size = "file", out.written
+            report.written.append(written)
+            if on_written:
+                on_written(written)
