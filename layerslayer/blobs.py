@@ -656,6 +656,7 @@ class SafeTree:
         self.max_bytes = max_bytes
         self.bytes_written = 0  # file contents, this run
         self._ours: set[tuple[str, ...]] = set()  # disk parts of the non-directories this run wrote
+        self._made: set[tuple[str, ...]] = set()  # image parts of the directories this run created
         self.root_fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
         self.keep_modes = keep_modes
         try:
@@ -668,8 +669,11 @@ class SafeTree:
         self.modes_dropped: list[str] = []
 
     def close(self) -> None:
-        "Apply directory modes and times (deepest first), then release the root."
+        """Apply directory modes and times (deepest first), then release the root.
+        A directory that was there before is left as it was, unless ``force``."""
         for parts, mode, mtime in sorted(self._dirs, key=lambda item: -len(item[0])):
+            if not self.force and tuple(parts) not in self._made:
+                continue
             try:
                 fd = self._open_dir(parts, create=False)
             except (Refused, OSError):
@@ -738,6 +742,7 @@ class SafeTree:
                             raise
                         try:
                             os.mkdir(name, 0o755, dir_fd=parent)
+                            self._made.add(tuple(parts[: i + 1]))
                         except FileExistsError:
                             pass
                         return os.open(name, _O_DIR, dir_fd=parent)

@@ -38,11 +38,8 @@ def prepare_output_dir(path: str | os.PathLike, *, link_ok: bool = True) -> Path
     ``path`` that is a symbolic link.
     """
     path = Path(path)
-    if not link_ok and path.is_symlink():
-        raise OutputDirError(
-            f"{path} is a symbolic link (to {os.readlink(path)}): not writing through it; "
-            f"name the directory with -o to write there"
-        )
+    if not link_ok:
+        refuse_link(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
@@ -56,6 +53,15 @@ def prepare_output_dir(path: str | os.PathLike, *, link_ok: bool = True) -> Path
     os.close(fd)
     os.unlink(probe)
     return path
+
+
+def refuse_link(path: str | os.PathLike) -> None:
+    "For a default output directory: a symbolic link there was planted, not chosen."
+    if os.path.islink(path):
+        raise OutputDirError(
+            f"{path} is a symbolic link (to {os.readlink(path)}): not writing through it; "
+            f"name the directory with -o to write there"
+        )
 
 
 def make_dirs_below(root: str | os.PathLike, directory: str | os.PathLike) -> Path:

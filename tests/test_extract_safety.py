@@ -302,3 +302,30 @@ def test_extract_stdout_with_a_glob_says_which_file_it_wrote(linked_image):
     assert "note: wrote usr/lib/os-release (layer 0)" in result.stderr
     result = run("extract", linked_image.ref, "/etc/a.conf", "--stdout")
     assert result.stdout == "a\n" and result.stderr == ""   # an exact path to a file: nothing to add
+
+
+def test_extract_leaves_the_modes_of_directories_that_were_there_alone(registry, unique_repo, tmp_path):
+    pushed = push_image(registry, f"{unique_repo()}:v1", layers=[layer([
+        dir_(".ssh", mode=0o777, mtime=1), file(".ssh/config", "Host *\n"), dir_("new", mode=0o750)])])
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True, mode=0o700)
+    (home / ".ssh").chmod(0o700)
+    result = run("extract", pushed.ref, "*", "-o", home)
+    assert result.exit_code == 0, result.output
+    after = (home / ".ssh").stat()
+    assert after.st_mode & 0o7777 == 0o700 and after.st_mtime > 1   # not chmod 777, not dated from the image
+    assert (home / "new").stat().st_mode & 0o7777 == 0o750                         # made by this run: its mode
+    assert (home / ".ssh/config").read_text() == "Host *\n"
+
+
+def test_the_interactive_flow_refuses_a_planted_default_downloads_link(small_image, tmp_path, monkeypatch):
+    work, outside = tmp_path / "work", tmp_path / "outside"
+    work.mkdir()
+    outside.mkdir()
+    monkeypatch.chdir(work)
+    (work / "downloads").symlink_to(outside)
+    for args in (["--save-all"], []):
+        result = run("-t", small_image.ref, *args, input="0\ny\n")
+        assert result.exit_code == 2, result.output
+        assert "downloads is a symbolic link" in result.output
+    assert list(outside.iterdir()) == []
