@@ -113,7 +113,7 @@ def registry_options(fn=None, *, debug: bool = True):
 @click.option("--save-all", is_flag=True, help="Download every layer, no questions (with --peek-all: list and save, one download per blob).")
 @click.option("-l", "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Write everything shown, prompts and answers included, to FILE (passwords and tokens never).")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), help="Also record what is peeked in this index (as `index` does).")
-@click.option("-o", "--output-dir", "out_dir", type=click.Path(path_type=Path), default="downloads",
+@click.option("-o", "--output-dir", "out_dir", type=click.Path(path_type=Path), metavar="DIR", default="downloads",
               show_default=True, help="Where downloaded layers go (same layout as `save`).")
 @registry_options(debug=False)
 @click.pass_context
@@ -441,7 +441,7 @@ def _echo_extract_report(report, out_dir) -> None:
               help="A layer to save: index (0 = base, -1 = top) or digest (a unique hex prefix will do). Repeatable.")
 @click.option("--all", "all_layers", is_flag=True, help="Save every layer.")
 @click.option("--config", "config", is_flag=True, help="Save the config blob too (as <digest hex>.json).")
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default="downloads",
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), metavar="DIR", default="downloads",
               show_default=True, help="Directory to save into.")
 @registry_options
 def save(reference, platform, layers, all_layers, config, out_dir, client_options):
@@ -494,7 +494,7 @@ save.help += _BLOB_EXIT_STATUS
 @click.option("--files", is_flag=True, help="Write only the matching files, not whole blobs.")
 @click.option("-i", "--ignore-case", is_flag=True, help="Match patterns case-insensitively.")
 @click.option("--keep-modes", is_flag=True, help="With --files: keep setuid/setgid bits.")
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), default="downloads",
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), metavar="DIR", default="downloads",
               show_default=True, help="Directory to save into.")
 @registry_options
 def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, client_options):
@@ -563,7 +563,7 @@ export.help += _BLOB_EXIT_STATUS
 @click.argument("patterns", nargs=-1, required=True)
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to read (default: this machine's, else the first).")
 @click.option("--layer", metavar="N|DIGEST", help="Read only this layer (index or digest), deleted files included.")
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path),
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="Directory to write the files under (image paths are kept). "
                    "[default: ./extracted/<registry>/<repository>/<tag>]")
 @click.option("--force", is_flag=True, help="Replace files already in the output directory (refused by default).")
