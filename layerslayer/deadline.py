@@ -11,6 +11,11 @@ The sockets are learnt where urllib3 starts reading a response
 (:meth:`HTTPConnection.getresponse`), for the requests made inside
 ``with deadline.watching():`` in the same thread: :func:`mount` installs the
 connection classes on a ``requests.Session``.
+
+A socket stays watched until its Deadline is closed, even if its connection
+went back to the pool in between (a 401 before the retry): should the
+deadline pass then, a request of another thread that took the connection
+meanwhile sees a dropped connection and retries, as for any other.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ One ``requests.Session`` per registry; auth is challenge driven (see auth.py);
 transient failures (429, 5xx, dropped connections, read timeouts) are retried
 with exponential backoff within a bounded total time; blob streams resume
 with ``Range`` after a broken connection. Redirects are followed by hand so
-our Authorization header never travels to another host (blob CDNs).
+our Authorization header never travels to another origin (blob CDNs, a
+downgrade to plain HTTP). Every request has an overall deadline, watched on
+its socket (deadline.py); blobs are held to their declared size.
 """
 
 from __future__ import annotations
