@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import re
 import subprocess
@@ -21,7 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import AuthError
+from .errors import AuthError, shown
+
+log = logging.getLogger("layerslayer")
 
 DOCKER_HUB_CONFIG_KEY = "https://index.docker.io/v1/"
 # Refresh a token this many seconds before the server says it expires.
@@ -68,45 +71,73 @@ def docker_config_path() -> Path:
     return Path.home() / ".docker" / "config.json"
 
 
-def _credential_helper(helper: str, server: str) -> Credentials | None:
+def _credential_helper(helper: str, server: str, problems: list[str] | None = None) -> Credentials | None:
+    "Ask ``docker-credential-HELPER get``; why it gave nothing goes into ``problems``."
+    program = f"docker-credential-{helper}"
+    problems = problems if problems is not None else []
     try:
         completed = subprocess.run(
-            [f"docker-credential-{helper}", "get"],
+            [program, "get"],
             input=server.encode(),
             capture_output=True,
             timeout=30,
         )
-    except (OSError, subprocess.TimeoutExpired):
+    except FileNotFoundError:
+        problems.append(f"docker's credential helper {shown(program)} is not on PATH")
+        return None
+    except OSError as error:
+        problems.append(f"docker's credential helper {shown(program)} cannot run: {error.strerror or error}")
+        return None
+    except subprocess.TimeoutExpired:
+        problems.append(f"docker's credential helper {shown(program)} did not answer within 30 s")
         return None
     if completed.returncode != 0:
+        said = completed.stderr.decode(errors="replace").strip() or completed.stdout.decode(errors="replace").strip()
+        if "credentials not found" not in said.lower():  # the helper's normal "nothing stored"
+            problems.append(f"docker's credential helper {shown(program)} failed (exit {completed.returncode}"
+                            f"{': ' + shown(said.splitlines()[0][:200]) if said else ''})")
         return None
     try:
         data = json.loads(completed.stdout)
-    except ValueError:
+        username, secret = data.get("Username"), data.get("Secret")
+    except (ValueError, AttributeError):
+        problems.append(f"docker's credential helper {shown(program)} answered something that is not its JSON")
         return None
-    username, secret = data.get("Username"), data.get("Secret")
-    if not secret:
+    if not secret or not isinstance(secret, str):
         return None
-    source = f"docker-credential-{helper}"
+    source = program
     if username == "<token>":
         return Credentials(identity_token=secret, source=source)
     return Credentials(username=username, password=secret, source=source)
 
 
-def credentials_from_docker_config(registry: str, path: Path | None = None) -> Credentials | None:
-    "Look the registry up in docker's config.json: credHelpers, auths, credsStore."
+def credentials_from_docker_config(registry: str, path: Path | None = None,
+                                   problems: list[str] | None = None) -> Credentials | None:
+    """Look the registry up in docker's config.json: credHelpers, auths, credsStore.
+
+    Why nothing was found, when that is not simply "no entry" (a file that
+    cannot be read or parsed, a helper missing or failing), is appended to
+    ``problems``, naming the file or the helper."""
     path = path or docker_config_path()
+    problems = problems if problems is not None else []
     try:
         config = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        problems.append(f"docker's config {shown(str(path))} cannot be read: {error.strerror or error}")
+        return None
+    except (ValueError, UnicodeDecodeError) as error:
+        problems.append(f"docker's config {shown(str(path))} is not valid JSON ({shown(str(error))})")
         return None
     if not isinstance(config, dict):
+        problems.append(f"docker's config {shown(str(path))} is not a JSON object")
         return None
     wanted = _hosts_for(registry)
 
     for key, helper in (config.get("credHelpers") or {}).items():
         if _config_key_host(key) in wanted:
-            found = _credential_helper(helper, key)
+            found = _credential_helper(helper, key, problems)
             if found:
                 return found
 
@@ -128,7 +159,7 @@ def credentials_from_docker_config(registry: str, path: Path | None = None) -> C
     store = config.get("credsStore")
     if store:
         server = DOCKER_HUB_CONFIG_KEY if "docker.io" in wanted else registry
-        return _credential_helper(store, server)
+        return _credential_helper(store, server, problems)
     return None
 
 
@@ -136,14 +167,20 @@ def find_credentials(
     registry: str,
     username: str | None = None,
     password: str | None = None,
+    problems: list[str] | None = None,
 ) -> Credentials | None:
-    "Flags first, then LAYERSLAYER_USERNAME/PASSWORD, then docker's config."
+    """Flags first, then LAYERSLAYER_USERNAME/PASSWORD, then docker's config
+    (what went wrong there is appended to ``problems``, and logged for --debug)."""
     if username is not None:
         return Credentials(username, password or "", source="--username")
     env_user = os.environ.get("LAYERSLAYER_USERNAME")
     if env_user:
         return Credentials(env_user, os.environ.get("LAYERSLAYER_PASSWORD", ""), source="environment")
-    return credentials_from_docker_config(registry)
+    problems = problems if problems is not None else []
+    found = credentials_from_docker_config(registry, problems=problems)
+    for problem in problems:
+        log.debug("credentials for %s: %s", registry, problem)
+    return found
 
 
 _CHALLENGE_PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
@@ -189,10 +226,14 @@ class Authenticator:
     credentials: Credentials | None = None
     token_file: Path | None = None
     fetch: Callable[..., "object"] | None = None
+    # May our credentials go to this URL (a token realm)? The registry client's rule.
+    may_send_credentials: Callable[[str], bool] = lambda url: True
+    problem: str | None = None  # why no credentials were found (an unreadable config.json, …)
     _tokens: dict = field(default_factory=dict)
     _challenge: tuple[str, dict] | None = None
     _file_token: str | None = None
     _file_token_rejected: bool = False
+    withheld: str | None = None  # set when credentials were kept from a realm
 
     def __post_init__(self) -> None:
         if self.token_file is not None:
@@ -258,8 +299,12 @@ class Authenticator:
         raise AuthError(f"{self.registry} asks for unsupported authentication scheme {scheme!r}")
 
     def _refused_message(self, why: str) -> str:
+        if self.withheld:
+            why = f"{why}; {self.withheld}"
         if self.credentials:
             return f"authentication failed for {self.registry}: {why} (credentials from {self.credentials.source})"
+        if self.problem:
+            why = f"{why}; {self.problem}"
         return f"authentication required for {self.registry}: {why}; use --username/--password or `docker login {self.registry}`"
 
     def _fetch_token(self, params: dict, scope: str | None) -> str:
@@ -271,6 +316,14 @@ class Authenticator:
         if scope:
             query["scope"] = scope
         creds = self.credentials
+        if creds and not self.may_send_credentials(realm):
+            # A realm on another host over plain HTTP would read them in clear:
+            # ask for an anonymous token instead, and say why once.
+            if not self.withheld:
+                self.withheld = (f"your credentials were not sent to the token service at {shown(_origin_of(realm))} "
+                                 f"(plain HTTP to a host that is not loopback)")
+                log.warning("%s: %s", self.registry, self.withheld)
+            creds = None
         if creds and creds.identity_token:
             data = dict(query, grant_type="refresh_token", refresh_token=creds.identity_token, client_id="layerslayer")
             response = self.fetch("POST", realm, data=data, auth_header=None)
@@ -304,3 +357,8 @@ class Authenticator:
 
 def _host_of(url: str) -> str:
     return re.sub(r"^[a-z]+://", "", url).split("/", 1)[0]
+
+
+def _origin_of(url: str) -> str:
+    scheme = url.partition("://")[0] if "://" in url else "https"
+    return f"{scheme}://{_host_of(url)}"

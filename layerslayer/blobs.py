@@ -258,7 +258,7 @@ def _blob_chunks(client: RegistryClient, repository: str, digest: str, part: _Pa
     """Network bytes from where ``part`` ends. A registry that refuses or
     ignores the Range request makes us start over from byte 0."""
     start = part.written
-    chunks = client.iter_blob(repository, digest, start=start, chunk_size=chunk_size)
+    chunks = client.iter_blob(repository, digest, start=start, chunk_size=chunk_size, size=part.size)
     if start:
         try:
             first = next(chunks)
@@ -267,7 +267,7 @@ def _blob_chunks(client: RegistryClient, repository: str, digest: str, part: _Pa
         except RegistryError as error:
             log.debug("resuming %s at %d failed (%s): starting over", digest, start, error)
             part.restart()
-            chunks = client.iter_blob(repository, digest, chunk_size=chunk_size)
+            chunks = client.iter_blob(repository, digest, chunk_size=chunk_size, size=part.size)
         else:
             yield first
     yield from chunks
@@ -1025,7 +1025,7 @@ def ranged_chunks(client: RegistryClient, repository: str, digest: str, size: in
                 raise
             log.debug("%s: %s; reading it in one request", digest, error)
             skip = offset
-            for chunk in client.iter_blob(repository, digest, chunk_size=chunk_size):
+            for chunk in client.iter_blob(repository, digest, chunk_size=chunk_size, size=size):
                 if skip:
                     if len(chunk) <= skip:
                         skip -= len(chunk)

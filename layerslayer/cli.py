@@ -85,10 +85,12 @@ def registry_options(fn=None, *, debug: bool = True):
     @click.option("--plain-http", is_flag=True, help="Use HTTP instead of HTTPS (automatic for localhost).")
     @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
     @click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="Read timeout in seconds.")
+    @click.option("--deadline", type=click.FloatRange(min=0.1), default=300.0, show_default=True, envvar="LAYERSLAYER_DEADLINE",
+                  help="Most seconds any one request may take, body included (a blob gets 1 s more per 100 kB).")
     @click.option("--retries", type=click.IntRange(min=1), default=4, show_default=True, help="Attempts per request on 429, 5xx and dropped connections.")
     @maybe_debug
     @functools.wraps(fn)
-    def wrapper(*args, username, password, password_stdin, token_file, plain_http, insecure, timeout, retries, **kwargs):
+    def wrapper(*args, username, password, password_stdin, token_file, plain_http, insecure, timeout, deadline, retries, **kwargs):
         if password_stdin:
             if password is not None:
                 raise click.UsageError("--password and --password-stdin are mutually exclusive")
@@ -97,7 +99,7 @@ def registry_options(fn=None, *, debug: bool = True):
             raise click.UsageError("--password needs --username")
         kwargs["client_options"] = ClientOptions(
             username=username, password=password, token_file=token_file,
-            plain_http=plain_http, insecure=insecure, timeout=timeout, retries=retries,
+            plain_http=plain_http, insecure=insecure, timeout=timeout, retries=retries, deadline=deadline,
         )
         return fn(*args, **kwargs)
 
@@ -146,7 +148,8 @@ def _no_flow_options_with(ctx: click.Context) -> None:
     for param in ctx.command.params:
         if not param.expose_value or param.name is None:
             continue
-        if ctx.get_parameter_source(param.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+        # Only what was typed: an environment variable ($LAYERSLAYER_DEADLINE) sets the group and the command alike.
+        if ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE:
             name = max(param.opts, key=len)
             raise click.UsageError(
                 f"{name} before a command is an option of the interactive flow; "

@@ -293,7 +293,9 @@ def load_platform(client: RegistryClient, resolved: ResolvedImage, platform: Pla
         urls = descriptor.get("urls") or []
         if not (isinstance(urls, list) and all(isinstance(url, str) for url in urls)):
             raise RegistryError(f"{where} has a malformed entry for layer {descriptor['digest']}")
-    config_bytes = client.get_blob(ref.repository, config_digest, max_size=MAX_CONFIG_BYTES)
+    config_size = config_descriptor.get("size")
+    config_bytes = client.get_blob(ref.repository, config_digest, max_size=MAX_CONFIG_BYTES,
+                                   size=config_size if _is_size(config_size) and config_size else None)
     config = load_json(config_bytes, f"config {config_digest} of {ref.short}")
     if not isinstance(config, dict):
         raise RegistryError(f"config {config_digest} of {ref.short} is not a JSON object")
@@ -331,9 +333,14 @@ def open_image(client: RegistryClient, ref: Reference, platform: str | None = No
     resolved = resolve(client, ref)
     chosen = select_platform(resolved, platform)
     image = load_platform(client, resolved, chosen)
-    if platform and not resolved.is_index and not platform_matches(image.platform, platform):
-        raise NotFound(f"{ref.short} has no platform {platform} (available: {image.platform})")
+    check_single_platform(resolved, image, platform)
     return resolved, image
+
+
+def check_single_platform(resolved: ResolvedImage, image: PlatformImage, platform: str | None) -> None:
+    "A single-platform image is no answer to a --platform it is not (an index was checked by select_platform)."
+    if platform and not resolved.is_index and not platform_matches(image.platform, platform):
+        raise NotFound(f"{resolved.reference.short} has no platform {platform} (available: {image.platform})")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Callable, Iterable, Iterator
 from . import store, tarstream, toc
 from .errors import LayerslayerError, VerificationError
 from .image import (
-    LayerInfo, PlatformImage, ResolvedImage, human_size, load_platform, platform_matches, resolve, select_platform,
+    LayerInfo, PlatformImage, ResolvedImage, check_single_platform, human_size, load_platform, resolve, select_platform,
 )
 from .options import ClientOptions
 from .reference import Reference, parse_reference
@@ -183,7 +183,7 @@ def index_layer(
         # Download and hash in one thread, inflate and parse in this one,
         # SQLite's work in the LayerWriter's (a fourth thread for inflating
         # was measured: +0.6 s CPU in GIL hand-offs and no faster on 2 cores).
-        blob = VerifiedStream(client.iter_blob(job.repository, job.digest), job.digest, on_bytes)
+        blob = VerifiedStream(client.iter_blob(job.repository, job.digest, size=job.size or None), job.digest, on_bytes)
         chunks = _prefetch(blob)
 
         def finish() -> int:
@@ -287,18 +287,17 @@ class Indexer:
         "Record an image, its platforms, history and layer stacks; queue its new layers."
         client = self.client(ref.registry)
         resolved = resolve(client, ref)
-        image_id = record_image(self.db, ref, resolved)
-        self.summary.images += 1
         if not resolved.is_index:
             wanted = [resolved.platforms[0]]
         elif self.all_platforms:
             wanted = resolved.real_platforms
         else:
             wanted = [select_platform(resolved, self.platform)]
-        for platform in wanted:
-            image = load_platform(client, resolved, platform)
-            if self.platform and not resolved.is_index and not platform_matches(image.platform, self.platform):
-                self.progress.message(f"{ref.short}: single platform {image.platform}, not {self.platform}; indexing it anyway")
+        images = [load_platform(client, resolved, platform) for platform in wanted]
+        check_single_platform(resolved, images[0], self.platform)  # as inspect and save do
+        image_id = record_image(self.db, ref, resolved)
+        self.summary.images += 1
+        for image in images:
             record_platform(self.db, image_id, ref, image)
             self.summary.platforms += 1
             for layer in image.layers:

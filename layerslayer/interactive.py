@@ -530,7 +530,7 @@ class Flow:
         if self.dest(ref, layer).exists():  # saved before: listed from the file when it still matches
             self.peek_and_maybe_keep(ref, layer, lambda: False)
             return
-        blob = VerifiedStream(self.client.iter_blob(ref.repository, layer.digest), layer.digest)
+        blob = VerifiedStream(self.client.iter_blob(ref.repository, layer.digest, size=layer.size or None), layer.digest)
         chunks = iter(blob)
 
         def finish() -> int:

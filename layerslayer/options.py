@@ -23,6 +23,7 @@ class ClientOptions:
     insecure: bool = False
     timeout: float = 60.0
     retries: int = 4
+    deadline: float = 300.0  # seconds per request (a blob's grows with its size: registry.BLOB_MIN_RATE)
 
     def __repr__(self) -> str:  # the password must never be printed
         return f"ClientOptions(username={self.username!r}, plain_http={self.plain_http})"
@@ -39,9 +40,13 @@ class ClientOptions:
             # The original tool read a ready Docker Hub bearer token from
             # ./token.txt; it is never sent to any other registry.
             token_file = Path(DEFAULT_TOKEN_FILE)
+        problems: list[str] = []
+        credentials = find_credentials(host, self.username, self.password, problems)
         return RegistryClient(
             host,
-            credentials=find_credentials(host, self.username, self.password),
+            credentials=credentials,
+            credentials_problem="; ".join(problems) or None,
+            deadline=self.deadline,
             plain_http=self.plain_http,
             insecure=self.insecure,
             timeout=self.timeout,
