@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .display import printable
 from .errors import LayerslayerError
 from .options import ClientOptions
 
@@ -58,7 +59,7 @@ class LayerslayerGroup(click.Group):
         except LayerslayerError as error:
             if ctx.meta.get("layerslayer.debug"):
                 raise
-            click.echo(f"Error: {error}", err=True)
+            click.echo(f"Error: {printable(str(error))}", err=True)
             ctx.exit(error.exit_code)
         except KeyboardInterrupt:
             if ctx.meta.get("layerslayer.debug"):
@@ -255,14 +256,14 @@ class TerminalProgress:
             self.sizes.pop(job.digest, None)
             click.echo("\r\033[K", nl=False, err=True)
             if error:
-                click.echo(f"failed   {job.digest}: {error}", err=True)
+                click.echo(f"failed   {printable(job.digest)}: {printable(error)}", err=True)
             else:
                 click.echo(f"indexed  {job.digest}  {entries:,} entries  {size / 1e6:.1f} MB  {seconds:.1f}s", err=True)
             self._draw(force=True)
 
     def message(self, text: str) -> None:
         with self.lock:
-            click.echo(f"\r\033[K{text}", err=True)
+            click.echo(f"\r\033[K{printable(text)}", err=True)
 
 
 class QuietProgress:
@@ -273,10 +274,10 @@ class QuietProgress:
 
     def layer_finished(self, job, entries: int, error: str | None) -> None:
         if error:
-            click.echo(f"failed   {job.digest}: {error}", err=True)
+            click.echo(f"failed   {printable(job.digest)}: {printable(error)}", err=True)
 
     def message(self, text: str) -> None:
-        click.echo(text, err=True)
+        click.echo(printable(text), err=True)
 
 
 def _progress(quiet: bool):
@@ -367,14 +368,8 @@ def _blob_progress_factory():
     return bar
 
 
-def _shown(text) -> str:
-    "A path for the terminal: bytes that are not UTF-8 as \\xNN."
-    text = str(text)
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+#: Every untrusted string goes through display.printable before the terminal.
+_shown = printable
 
 
 def _echo_download(result) -> None:
@@ -382,7 +377,7 @@ def _echo_download(result) -> None:
 
     label = {"downloaded": "saved", "resumed": "resumed", "skipped": "skipped"}[result.status]
     note = "  (already saved, verified)" if result.skipped else ""
-    click.echo(f"{label:<8} {result.path}  {human_size(result.size)}{note}")
+    click.echo(f"{label:<8} {printable(result.path)}  {human_size(result.size)}{note}")
 
 
 def _echo_extract_report(report, out_dir) -> None:
@@ -460,10 +455,10 @@ def save(reference, platform, layers, all_layers, config, out_dir, client_option
     summary = save_image(
         reference, options=client_options, platform=platform, layers=layers, all_layers=all_layers,
         config=config, out_dir=out_dir, progress_factory=_blob_progress_factory(), on_result=_echo_download,
-        on_error=lambda digest, error: click.echo(f"failed   {digest}: {error}", err=True),
+        on_error=lambda digest, error: click.echo(f"failed   {printable(digest)}: {printable(error)}", err=True),
     )
     for digest in summary.foreign:
-        click.echo(f"foreign  {digest}: not distributed by this registry, not saved", err=True)
+        click.echo(f"foreign  {printable(digest)}: not distributed by this registry, not saved", err=True)
     skipped = sum(1 for r in summary.results if r.skipped)
     saved = len(summary.results) - skipped
     line = f"Saved {saved} blob(s)"
@@ -522,7 +517,7 @@ def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, clien
     def show(item) -> None:
         where = f"{item.registry}/{item.repository}" if item.repository else "?"
         if item.error:
-            click.echo(f"failed   {item.layer.digest} from {where}: {item.error}", err=True)
+            click.echo(f"failed   {printable(item.layer.digest)} from {printable(where)}: {printable(item.error)}", err=True)
         elif item.download:
             _echo_download(item.download)
         elif item.files:
@@ -599,7 +594,7 @@ def extract(reference, patterns, platform, layer, out_dir, to_stdout, db_path, i
         raise click.UsageError("--stdout writes one file: give exactly one PATTERN")
 
     def message(text: str) -> None:
-        click.echo(f"note: {text}", err=True)
+        click.echo(f"note: {printable(text)}", err=True)
 
     def show(written) -> None:
         click.echo(_shown(written.written_as))
@@ -615,9 +610,9 @@ def extract(reference, patterns, platform, layer, out_dir, to_stdout, db_path, i
         raise click.UsageError(str(error))
     if to_stdout:
         for refused in report.refused:
-            click.echo(f"Error: {refused.reason}", err=True)
+            click.echo(f"Error: {printable(refused.reason)}", err=True)
         if not report.written and not report.refused:
-            click.echo(f"Error: no file matches {patterns[0]}", err=True)
+            click.echo(f"Error: no file matches {printable(patterns[0])}", err=True)
         sys.exit(0 if report.written else 1)
     _echo_extract_report(report, out_dir)
     sys.exit(report.exit_status)
@@ -713,7 +708,7 @@ def _hit_cells(hit, with_image: bool = True) -> list[str]:
     size = human_size(hit.size) if hit.type == "file" else "-"
     owner = "-" if hit.implicit else f"{printable(hit.uname or str(hit.uid))}/{printable(hit.gname or str(hit.gid))}"
     cells = [str(hit.layer_index), hit.mode_string, owner, size, format_mtime(hit.mtime), path]
-    return ([hit.image, hit.platform or "-"] if with_image else []) + cells
+    return ([printable(hit.image), printable(hit.platform or "-")] if with_image else []) + cells
 
 
 def _echo_hits(hits, fmt: str | None, with_image: bool = True) -> int:
@@ -876,7 +871,7 @@ def ls_command(db, reference, path, layer, merged, platform, depth, fmt):
         database.close()
     _echo_hits(hits, fmt, with_image=False)
     if not hits and path:
-        click.echo(f"{path}: no such path in {reference}" + (f" layer {layer}" if layer is not None else ""), err=True)
+        click.echo(printable(f"{path}: no such path in {reference}" + (f" layer {layer}" if layer is not None else "")), err=True)
     sys.exit(0 if hits else 1)
 
 
@@ -919,7 +914,8 @@ def images(db, as_json):
         for s in summaries:
             layers = str(s.layers) if s.layers == s.layers_indexed else f"{s.layers_indexed}/{s.layers}"
             rows.append([
-                s.reference, s.digest[:19], ", ".join(p.platform or "?" for p in s.platforms) or "-", layers,
+                printable(s.reference), printable(s.digest[:19]),
+                printable(", ".join(p.platform or "?" for p in s.platforms) or "-"), layers,
                 f"{s.files:,}", human_size(s.size), (s.indexed_at or "-").replace("T", " ")[:16],
             ])
         _echo_table(["REFERENCE", "DIGEST", "PLATFORMS", "LAYERS", "FILES", "SIZE", "INDEXED"], rows)

@@ -1,5 +1,8 @@
 """How index values read for people: modes, times, digests, and the commands
-that fetch a layer. Shared by the Datasette plugin (and free for the CLI).
+that fetch a layer. Shared by the Datasette plugin and the CLI.
+
+:func:`printable` is the one path from an untrusted string (a file name, link
+target, build step, platform, label, registry message) to a terminal or a log.
 
 Kept free of heavy imports: Datasette imports the plugin at start-up.
 """
@@ -16,6 +19,36 @@ from .reference import Reference
 WHITEOUT_CODES = {0: "", 1: "whiteout", 2: "opaque", 3: "replaces a directory"}
 
 SHORT_DIGEST_HEX = 12
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def printable(text) -> str:
+    """One terminal line from an untrusted string: control characters (ESC,
+    CR, newline, DEL, C1 codes, bidi overrides, any other character Python
+    does not call printable) as ``\\n``, ``\\x1b``, ``\\u202e``; bytes that were
+    not UTF-8 (surrogateescape) as ``\\xNN``. Printable text, spaces included,
+    is left alone, and the result is printable, so escaping twice changes nothing."""
+    if text.__class__ is not str:
+        text = "" if text is None else str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        code = ord(char)
+        if char.isprintable():
+            out.append(char)
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
 
 
 def type_name(value) -> str | None:
