@@ -660,6 +660,52 @@ def test_browse_serves_until_ctrl_c(index_db):
         stop_browse(proc)
 
 
+def raw_get(url: str, host_header: str | None) -> tuple[int, bytes]:
+    "A GET over a bare socket with exactly this Host header (None: none at all, HTTP/1.0)."
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as conn:
+        if host_header is None:
+            conn.sendall(b"GET /index.json HTTP/1.0\r\n\r\n")
+        else:
+            conn.sendall(f"GET /index.json HTTP/1.1\r\nHost: {host_header}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_browse_answers_only_its_own_host_names(index_db):
+    "DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 gets nothing."
+    proc, url = start_browse(index_db.path)
+    port = urllib.parse.urlsplit(url).port
+    try:
+        for good in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}"):
+            status, body = raw_get(url, good)
+            assert status == 200 and b"files_by_glob" in body, good
+        for bad in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}",
+                    f"localhost:{port + 1}", "127.0.0.1", "", None):
+            status, body = raw_get(url, bad)
+            assert status == 400 and b"files_by_glob" not in body, bad
+            assert b"DNS rebinding" in body or bad is None
+    finally:
+        stop_browse(proc)
+
+
+def test_browse_host_names_follow_the_bound_address():
+    from layerslayer.browse import allowed_hosts, host_allowed
+
+    assert allowed_hosts("127.0.0.1", 8001) == {"127.0.0.1:8001", "localhost:8001", "[::1]:8001"}
+    assert allowed_hosts("192.0.2.7", 8080) == {"192.0.2.7:8080"}
+    assert allowed_hosts("Recon.Example", 80) == {"recon.example"}
+    assert allowed_hosts("::1", 9) == {"[::1]:9", "localhost:9", "127.0.0.1:9"}
+    # Every interface: IP literals (not rebindable) and this machine's names, on our port.
+    assert allowed_hosts("0.0.0.0", 8001) is None
+    assert host_allowed("192.0.2.7:8001", None, 8001) and host_allowed("[2001:db8::1]:8001", None, 8001)
+    assert host_allowed(f"{socket.gethostname()}:8001", None, 8001)
+    assert not host_allowed("evil.example:8001", None, 8001) and not host_allowed("192.0.2.7:9", None, 8001)
+
+
 # ---------------------------------------------------------------------------
 # A real browser
 
