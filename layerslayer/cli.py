@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .display import printable
+from .display import printable, spreadsheet_safe
 from .errors import LayerslayerError
 from .options import ClientOptions
 
@@ -96,6 +96,9 @@ def registry_options(fn=None, *, debug: bool = True):
             password = sys.stdin.readline().rstrip("\r\n")
         if password is not None and username is None:
             raise click.UsageError("--password needs --username")
+        if password is not None and not password_stdin:
+            click.echo("Warning: a password given with -p/--password shows in `ps` and in your shell history; "
+                       "pipe it to --password-stdin instead", err=True)
         kwargs["client_options"] = ClientOptions(
             username=username, password=password, token_file=token_file,
             plain_http=plain_http, insecure=insecure, timeout=timeout, retries=retries,
@@ -711,6 +714,18 @@ def _hit_cells(hit, with_image: bool = True) -> list[str]:
     return ([printable(hit.image), printable(hit.platform or "-")] if with_image else []) + cells
 
 
+def _csv_text(records: list[dict], fields, *, header: bool, **options) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", **options)
+    if header:
+        writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue()
+
+
 def _echo_hits(hits, fmt: str | None, with_image: bool = True) -> int:
     """Print hits in ``fmt``; return how many. ``--nl`` and ``--csv`` stream
     (``hits`` may be an iterator: a big answer is never all in memory), a few
@@ -732,13 +747,17 @@ def _echo_hits(hits, fmt: str | None, with_image: bool = True) -> int:
             if fmt == "nl":
                 click.echo("\n".join(dumps(h.as_dict()) for h in batch))
             else:
-                out = io.StringIO()
-                writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
-                if not count:
-                    writer.writeheader()
-                for h in batch:
-                    writer.writerow({k: ("true" if v is True else "false" if v is False else v) for k, v in h.as_dict().items()})
-                click.echo(out.getvalue(), nl=False)
+                records = [
+                    {k: ("true" if v is True else "false" if v is False else spreadsheet_safe(v))
+                     for k, v in h.as_dict().items()}
+                    for h in batch
+                ]
+                text = _csv_text(records, FIELDS, header=not count)
+                if "\r" in text:
+                    # The writer quotes a field holding its line end ("\n") but not a CR,
+                    # which readers take as a row break: quote every field of this batch.
+                    text = _csv_text(records, FIELDS, header=not count, quoting=csv.QUOTE_ALL)
+                click.echo(text, nl=False)
             count += len(batch)
     hits = list(hits)
     if fmt == "json":

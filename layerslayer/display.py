@@ -51,6 +51,19 @@ def printable(text) -> str:
     return "".join(out)
 
 
+#: What makes a spreadsheet read a cell as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """A CSV cell that spreadsheets show as text: a string starting with
+    ``= + - @``, a tab or a CR gets a leading ``'`` (which Excel, LibreOffice
+    and Google Sheets hide), as OWASP advises; other values are returned as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def type_name(value) -> str | None:
     "A type code (0-6) or name as its name."
     from .migrations import ENTRY_TYPES as TYPE_NAMES  # here: this module stays light to import

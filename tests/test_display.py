@@ -141,3 +141,59 @@ def test_registry_error_messages_are_escaped(hostile, fault_proxy, tmp_path):
     assert escaped(OSC_TITLE) in output
     text = log.read_text()
     assert "Error: " in text and escaped(OSC_TITLE) in text and not raw_controls(text)
+
+
+# -- find --csv, -p, the -l log (issue 13, item 10) -------------------------------------------
+
+FORMULAS = ["=HYPERLINK(\"evil.example\",\"x\")", "+1+cmd", "-2+3", "@SUM(1+1)", "\tpadded", "\rreturn"]
+
+
+def test_find_csv_neutralises_spreadsheet_formulas(registry, tmp_path):
+    import csv
+    import io
+
+    members = [file(name, "x") for name in FORMULAS] + [symlink("link", "=cmd|' /C calc'!A0")]
+    pushed = push_image(registry, "t/display-csv:v1", layers=[layer(members)])
+    db = tmp_path / "csv.db"
+    assert invoke("index", db, pushed.ref)[0].exit_code == 0
+    result, output = invoke("find", db, "*", "--csv")
+    assert result.exit_code == 0, output
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    cells = [value for row in rows for value in row.values() if value]
+    assert not [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
+    assert sorted(r["path"] for r in rows if r["type"] == "file") == sorted("'" + name for name in FORMULAS)
+    assert [r["linkname"] for r in rows if r["type"] == "symlink"] == ["'=cmd|' /C calc'!A0"]
+    assert {r["permissions"] for r in rows if r["type"] == "file"} == {"'-rw-r--r--"}
+    # JSON is for programs: the names as they are.
+    result, _ = invoke("find", db, "*", "--json")
+    assert sorted(r["path"] for r in json.loads(result.stdout) if r["type"] == "file") == sorted(FORMULAS)
+
+
+def test_password_on_the_command_line_warns(basic_registry):
+    pushed = push_image(basic_registry, "t/display-pw:v1")
+    user, password = basic_registry.username, basic_registry.password
+    result = CliRunner().invoke(cli, ["inspect", pushed.ref, "-u", user, "-p", password])
+    assert result.exit_code == 0, result.output
+    assert "shows in `ps`" in result.stderr and "--password-stdin" in result.stderr
+    assert password not in result.output
+    result = CliRunner().invoke(cli, ["inspect", pushed.ref, "-u", user, "--password-stdin"], input=password + "\n")
+    assert result.exit_code == 0, result.output
+    assert "Warning" not in result.stderr
+
+
+def test_log_masks_a_password_only_as_a_whole_token(registry, tmp_path):
+    "A password `root` must not turn the log's root/root owners and /root paths into stars."
+    log = open(tmp_path / "unit.log", "w")
+    ui = interactive.Prompter(lambda p: "", lambda text, err: None, log=log, secrets=["root", "s3cr3t+/="])
+    ui.say("drwx------  root/root  root/.ssh/  /root  rooted")
+    ui.say("login root refused; user=root, 'root' (root) password:s3cr3t+/= token s3cr3t+/=x")
+    ui.close()
+    text = (tmp_path / "unit.log").read_text()
+    assert "drwx------  root/root  root/.ssh/  /root  rooted\n" in text
+    assert "login ******** refused; user=********, '********' (********) password:******** token s3cr3t+/=x" in text
+
+    pushed = push_image(registry, "t/display-log:v1", layers=[layer([file("root/.profile", "x")])])
+    result, output = invoke("-t", pushed.ref, "--peek-all", "-u", "root", "-p", "root", "-l", tmp_path / "flow.log")
+    assert result.exit_code == 0, output
+    text = (tmp_path / "flow.log").read_text()
+    assert "root/root" in text and "root/.profile" in text and "****" not in text
