@@ -473,7 +473,14 @@ def save(reference, platform, layers, all_layers, config, out_dir, client_option
     sys.exit(summary.exit_code)
 
 
-save.help += _BLOB_EXIT_STATUS
+save.help += """
+    \b
+    Exit status:
+      0  every blob asked for was saved (or was already there, verified)
+      1  the image, the platform or a blob was not found, or access was denied
+      2  usage error (bad reference, option or --layer)
+      3  verification failure (digest or size mismatch) or network failure
+"""
 
 
 @cli.command()

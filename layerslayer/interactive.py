@@ -381,6 +381,9 @@ class Flow:
         attempts = 0
         while True:
             self.client = self.client_options.client(ref)
+            if attempts and self.client.auth.credentials is not None:
+                # Typed at the prompt, not given as --username: say so in messages.
+                self.client.auth.credentials.source = "the login typed at the prompt"
             try:
                 return resolve(self.client, ref)
             except AuthError as error:

@@ -197,3 +197,29 @@ def test_log_masks_a_password_only_as_a_whole_token(registry, tmp_path):
     assert result.exit_code == 0, output
     text = (tmp_path / "flow.log").read_text()
     assert "root/root" in text and "root/.profile" in text and "****" not in text
+
+
+# -- messages (issue 13, item 16) ---------------------------------------------------------------
+
+
+def test_a_login_typed_at_the_prompt_is_not_called_username(basic_registry, tmp_path):
+    pushed = push_image(basic_registry, "t/display-login:v1")
+    answers = f"alice\nwrong-password\n{basic_registry.username}\n{basic_registry.password}\n\nn\n"
+    result = CliRunner().invoke(cli, ["-t", pushed.ref, "-o", str(tmp_path / "dl")], input=answers)
+    assert result.exit_code == 0, result.output
+    refused = [line for line in result.output.splitlines() if line.startswith("authentication failed")]
+    assert refused and all("(credentials from the login typed at the prompt)" in line for line in refused)
+    assert "--username" not in result.output.split("Username for", 1)[1]
+    # Given as flags, they are --username's.
+    result = CliRunner().invoke(cli, ["inspect", pushed.ref, "-u", "alice", "--password-stdin"], input="nope\n")
+    assert result.exit_code != 0 and "(credentials from --username)" in result.output
+
+
+def test_save_help_lists_only_its_own_exit_causes():
+    text = CliRunner().invoke(cli, ["save", "--help"]).output
+    status = text.split("Exit status:", 1)[1].split("Options:", 1)[0]
+    assert "digest or size mismatch" in status and "not found" in status
+    for other in ("matched", "matches", "pattern", "index", "summary"):
+        assert other not in status, other
+    extract = CliRunner().invoke(cli, ["extract", "--help"]).output.split("Exit status:", 1)[1]
+    assert "nothing matched" in extract
