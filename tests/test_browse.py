@@ -426,6 +426,126 @@ def test_non_index_databases_are_left_alone(index_db, tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# For a recon user (issue 13, item 17)
+
+
+def headers(page: str) -> list[str]:
+    return re.findall(r'<th[^>]* class="col-([^" ]+)[^"]*" scope="col"', page)
+
+
+def notice(page: str) -> str:
+    found = re.findall(r'<p class="ll-notice">(.*?)</p>', page, re.S)
+    return html.unescape(found[0]) if found else ""
+
+
+def test_find_box_shows_one_glob_and_says_how_a_word_matches(client, index_db):
+    page = client.html("/")
+    [placeholder] = re.findall(r'name="pattern"[^>]*placeholder="([^"]*)"', page)
+    assert placeholder == "*.pem"
+    hint = " ".join(html.unescape(re.sub("<[^>]+>", "", page)).split())
+    assert "A word without * ? [ is an exact file name (id_rsa finds files named exactly that)" in hint
+    assert "*key* finds names containing key" in hint
+    # And that is what the glob query does.
+    assert {r["path"] for r in client.rows(q("/index/files_by_glob", pattern="id_rsa"))} == {"root/.ssh/id_rsa"}
+    assert client.rows(q("/index/files_by_glob", pattern="rsa")) == []
+    assert client.rows(q("/index/files_by_glob", pattern="id_")) == []
+    assert {r["path"] for r in client.rows(q("/index/files_by_glob", pattern="*rsa*"))} == {"root/.ssh/id_rsa"}
+
+
+@pytest.mark.parametrize("view", ["files", "image_files", "visible_files", "ghost_files"])
+def test_file_tables_lead_with_path_type_size_mode_image(client, view):
+    columns = headers(client.html(f"/index/{view}"))
+    first = ["path", "type", "size", "mode"] + (["image"] if view != "files" else [])
+    assert columns[:len(first)] == first
+    ids = [c for c in columns if c.endswith("_id") or c == "position"]
+    assert ids and columns[-len(ids):] == ids
+    # Columns chosen by hand are left alone, and so are JSON and CSV.
+    assert headers(client.html(f"/index/{view}?_col=name&_col=path")) == ["name", "path"]
+    assert list(client.rows(f"/index/{view}")[0])[0] in ("image_id", "layer_id")
+
+
+@pytest.mark.parametrize("query", ["files_by_glob?pattern=*.pem", "secrets", "deleted_files", "largest_files",
+                                   "images_with_path?path=/etc/passwd"])
+def test_file_queries_lead_with_path_type_size_mode_image(client, query):
+    assert headers(client.html(f"/index/{query}"))[:5] == ["path", "type", "size", "mode", "image"]
+
+
+def test_short_searches_and_bad_globs_say_why_they_find_nothing(client):
+    for url in ("/index/paths?_search=ab", "/index/image_files?_search=id"):
+        page = client.html(url)
+        assert "each word needs at least 3 characters" in notice(page), url
+    assert "left out 'id': words need at least 3 characters" in notice(client.html("/index/paths?_search=id+rsa"))
+    assert notice(client.html("/index/paths?_search=passwd")) == ""
+    page = client.get(q("/index/files_by_glob", pattern="[z-a]")).text
+    assert "No file can match '[z-a]': it is not a valid glob (bad character range z-a)." in notice(page)
+    assert notice(client.html(q("/index/files_by_glob", pattern=""))).startswith("Type a pattern")
+    assert notice(client.html(q("/index/files_by_glob", pattern="*.pem"))) == ""
+    assert notice(client.html("/index/files_by_glob")) == ""  # the empty form, before any search
+
+
+def test_ghost_rows_carry_a_ready_to_copy_extract_command(client, index_db, tmp_path, monkeypatch):
+    [row] = client.rows("/index/deleted_files")
+    command = row["extract"]
+    assert command == f"layerslayer extract {index_db.web.ref}@{index_db.web.digest} /app/.env --layer 1"
+    page = client.html("/index/deleted_files")
+    assert f'data-copy="{html.escape(command)}"' in page
+    web_id = index_db.image_id(index_db.web.ref)
+    assert f'data-copy="{html.escape(command)}"' in client.html(f"/index/ghost_files?image_id={web_id}")
+    # It writes the deleted file from its layer.
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, shlex.split(command)[1:])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "app/.env").read_text() == "SECRET=1\n"
+
+
+def test_ghost_commands_match_odd_names_exactly():
+    from layerslayer.datasette_plugin import ghost_extract_command
+    from layerslayer.patterns import compile_patterns
+
+    for path in ("a*b/[x]?.txt", "odd/\udcff-raw", "esc/\x1b]0;title\x07", "sp ace/'quote'"):
+        command = ghost_extract_command("r.example", "team/app", "v1", "sha256:" + "a" * 64, None, "linux/amd64",
+                                        2, path)
+        assert command.isprintable(), command
+        pattern = shlex.split(command)[3]
+        matcher = compile_patterns([pattern])
+        assert matcher(path) and not matcher(path + "x") and not matcher("x" + path), (path, pattern)
+    multi = ghost_extract_command("r.example", "team/app", None, "sha256:" + "a" * 64,
+                                  "application/vnd.oci.image.index.v1+json", "linux/arm64/v8", 0, "etc/shadow")
+    assert multi == f"layerslayer extract r.example/team/app@sha256:{'a' * 64} /etc/shadow --platform linux/arm64/v8 --layer 0"
+
+
+def test_images_overview_shows_platforms_files_and_size_like_the_cli(client, index_db):
+    page = client.html("/")
+    assert 'href="/index/images_overview">images</a>' in page
+    rows = {r["image"]: r for r in client.rows("/index/images_overview")}
+    conn = sqlite3.connect(index_db.path)
+    try:
+        summaries = query.list_images(conn)
+    finally:
+        conn.close()
+    assert set(rows) == {s.reference for s in summaries}
+    for s in summaries:
+        row = rows[s.reference]
+        layers = str(s.layers) if s.layers == s.layers_indexed else f"{s.layers_indexed}/{s.layers}"
+        assert (row["platforms"], row["layers"], row["files"], row["size"], row["image_digest"]) == (
+            ", ".join(p.platform for p in s.platforms), layers, s.files, s.size, s.digest)
+    assert rows[index_db.multi.ref]["platforms"] == "linux/amd64, linux/arm64/v8"
+    page = client.html("/index/images_overview")
+    assert headers(page)[:5] == ["image", "platforms", "layers", "files", "size"]
+    assert f'href="/index/images/{index_db.image_id(index_db.web.ref)}">{index_db.web.ref}</a>' in page
+
+
+def test_row_pages_are_titled_by_what_they_show(client, index_db):
+    page = client.html(f"/index/images/{index_db.image_id(index_db.web.ref)}")
+    assert f"<title>Image {index_db.web.ref} · index</title>" in page
+    assert re.search(rf"<h1[^>]*>Image {re.escape(index_db.web.ref)}</h1>", page)
+    page = client.html(f"/index/layers/{index_db.layer_id(APP.digest)}")
+    short = APP.digest[:19] + "\u2026"
+    assert f"<title>Layer {short} · index</title>" in page
+    assert re.findall(r"<h1[^>]*>(.*?)</h1>", page, re.S) == [f"Layer {short}"]  # not "layers: 2"
+
+
+# ---------------------------------------------------------------------------
 # Layer and image pages, and the commands they show
 
 
