@@ -415,12 +415,12 @@ GHOST_SQL = """SELECT
     g.image,
     g.platform,
     g.layer_position AS layer,
-    g.mtime,
     g.deleted_in_position AS deleted_in_layer,
-    g.deleted_by,
-    g.recreated,
     layerslayer_extract_command(i.registry, i.repository, i.tag, i.digest, i.media_type, g.platform,
                                 g.layer_position, g.path, g.path_bytes) AS extract,
+    g.deleted_by,
+    g.recreated,
+    g.mtime,
     g.layer_digest
 FROM ghost_files g
 JOIN images i ON i.id = g.image_id

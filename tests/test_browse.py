@@ -928,3 +928,83 @@ def test_real_browser_home_glob_query_file_layer_image(index_db, chrome, tmp_pat
                 shutil.copy(png, out / png.name)
     finally:
         stop_browse(proc)
+
+
+def test_real_browser_recon_user_pages(index_db, chrome, tmp_path):
+    "Issue 13, item 17, in a real browser: the find box, ignore case as a checkbox, ghost commands, titles."
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(chrome, 30)
+    proc, url = start_browse(index_db.path)
+    try:
+        chrome.get(url)
+        box = chrome.find_element(By.CSS_SELECTOR, "form.ll-find input[name=pattern]")
+        assert box.get_attribute("placeholder") == "*.pem"
+        assert "is an exact file name" in chrome.find_element(By.CSS_SELECTOR, "form.ll-find .ll-glob-hint").text
+        box.send_keys("*.PEM")
+        chrome.find_element(By.CSS_SELECTOR, "form.ll-find input[name=ignore_case]").click()
+        chrome.find_element(By.CSS_SELECTOR, "form.ll-find input[type=submit]").click()
+        wait.until(EC.title_contains("Files matching a glob"))
+
+        def results():
+            rows = chrome.find_elements(By.CSS_SELECTOR, "table.rows-and-columns tbody tr")
+            return sorted(r.find_element(By.CSS_SELECTOR, "td.col-path").text for r in rows)
+
+        assert results() == ["app/server.pem", "srv/Deploy.PEM"]
+        heads = [th.text for th in chrome.find_elements(By.CSS_SELECTOR, "table.rows-and-columns th")]
+        assert heads[:5] == ["path", "type", "size", "mode", "image"]
+        # ignore_case stays a checkbox, still ticked; untick it and search again.
+        ignore = chrome.find_element(By.CSS_SELECTOR, "form.sql input[name=ignore_case]")
+        assert ignore.get_attribute("type") == "checkbox" and ignore.is_selected()
+        screenshot(chrome, tmp_path / "5-glob-ignore-case.png")
+        ignore.click()
+        chrome.find_element(By.CSS_SELECTOR, "form.sql input[type=submit]").click()
+        wait.until(lambda d: "ignore_case" not in d.current_url)
+        assert results() == ["srv/Deploy.PEM"]
+        ignore = chrome.find_element(By.CSS_SELECTOR, "form.sql input[name=ignore_case]")
+        assert ignore.get_attribute("type") == "checkbox" and not ignore.is_selected()
+
+        # A malformed glob says why it finds nothing.
+        field = chrome.find_element(By.CSS_SELECTOR, "form.sql input[name=pattern]")
+        field.clear()
+        field.send_keys("[z-a]")
+        chrome.find_element(By.CSS_SELECTOR, "form.sql input[type=submit]").click()
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "p.ll-notice")))
+        assert "not a valid glob" in chrome.find_element(By.CSS_SELECTOR, "p.ll-notice").text
+
+        # Ghost files: each row's extract command, with its copy button.
+        chrome.get(url + "index/deleted_files")
+        command = chrome.find_element(By.CSS_SELECTOR, "td.col-extract code.ll-command").text
+        assert command == f"layerslayer extract {index_db.web.ref}@{index_db.web.digest} /app/.env --layer 1"
+        button = chrome.find_element(By.CSS_SELECTOR, "td.col-extract button.ll-copy")
+        assert button.get_attribute("data-copy") == command
+        screenshot(chrome, tmp_path / "6-ghost-files.png")
+        chrome.get(url + "index/ghost_files")
+        assert [th.text for th in chrome.find_elements(By.CSS_SELECTOR, "table.rows-and-columns th")][:5] == [
+            "path", "type", "size", "mode", "image"]
+        cell = chrome.find_element(By.CSS_SELECTOR, "td.col-path")
+        assert cell.find_element(By.CSS_SELECTOR, "button.ll-copy").get_attribute("data-copy") == command
+        screenshot(chrome, tmp_path / "6b-ghost-files-view.png")
+
+        # The images overview, and an image page titled by its reference.
+        chrome.get(url)
+        chrome.find_element(By.LINK_TEXT, "images").click()
+        wait.until(EC.title_contains("Images: platforms"))
+        row = next(r for r in chrome.find_elements(By.CSS_SELECTOR, "table.rows-and-columns tbody tr")
+                   if r.find_element(By.CSS_SELECTOR, "td.col-image").text == index_db.multi.ref)
+        assert row.find_element(By.CSS_SELECTOR, "td.col-platforms").text == "linux/amd64, linux/arm64/v8"
+        screenshot(chrome, tmp_path / "7-images.png")
+        row.find_element(By.CSS_SELECTOR, "td.col-image a").click()
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "section.ll-image")))
+        assert chrome.title == f"Image {index_db.multi.ref} · index"
+        assert chrome.find_element(By.TAG_NAME, "h1").text == f"Image {index_db.multi.ref}"
+        screenshot(chrome, tmp_path / "8-image-page.png")
+        if os.environ.get("LAYERSLAYER_SCREENSHOTS"):
+            out = Path(os.environ["LAYERSLAYER_SCREENSHOTS"])
+            out.mkdir(parents=True, exist_ok=True)
+            for png in tmp_path.glob("*.png"):
+                shutil.copy(png, out / png.name)
+    finally:
+        stop_browse(proc)
