@@ -872,6 +872,15 @@ def screenshot(driver, path: Path) -> Path:
     return path
 
 
+def keep_screenshots(directory: Path) -> None:
+    "Copy the PNGs to $LAYERSLAYER_SCREENSHOTS, when set, to look at them."
+    if os.environ.get("LAYERSLAYER_SCREENSHOTS"):
+        out = Path(os.environ["LAYERSLAYER_SCREENSHOTS"])
+        out.mkdir(parents=True, exist_ok=True)
+        for png in directory.glob("*.png"):
+            shutil.copy(png, out / png.name)
+
+
 def test_real_browser_home_glob_query_file_layer_image(index_db, chrome, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
@@ -921,11 +930,7 @@ def test_real_browser_home_glob_query_file_layer_image(index_db, chrome, tmp_pat
         assert steps == ["ADD rootfs.tar /", "COPY app /app", "RUN rm /app/.env"]
         shot = screenshot(chrome, tmp_path / "4-image.png")
         assert shot.stat().st_size > 10_000
-        if os.environ.get("LAYERSLAYER_SCREENSHOTS"):
-            out = Path(os.environ["LAYERSLAYER_SCREENSHOTS"])
-            out.mkdir(parents=True, exist_ok=True)
-            for png in tmp_path.glob("*.png"):
-                shutil.copy(png, out / png.name)
+        keep_screenshots(tmp_path)
     finally:
         stop_browse(proc)
 
@@ -1001,10 +1006,6 @@ def test_real_browser_recon_user_pages(index_db, chrome, tmp_path):
         assert chrome.title == f"Image {index_db.multi.ref} · index"
         assert chrome.find_element(By.TAG_NAME, "h1").text == f"Image {index_db.multi.ref}"
         screenshot(chrome, tmp_path / "8-image-page.png")
-        if os.environ.get("LAYERSLAYER_SCREENSHOTS"):
-            out = Path(os.environ["LAYERSLAYER_SCREENSHOTS"])
-            out.mkdir(parents=True, exist_ok=True)
-            for png in tmp_path.glob("*.png"):
-                shutil.copy(png, out / png.name)
+        keep_screenshots(tmp_path)
     finally:
         stop_browse(proc)
