@@ -25,6 +25,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Callable
 
+from .display import printable
 from .errors import LayerslayerError, UsageError
 from .store import NotAnIndex
 
@@ -223,7 +224,7 @@ def browse(path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, open_bro
     url = url_for(sock)
     if not _is_loopback(host):
         warn(f"Warning: listening on {host}: anyone who can reach this machine can read the index.")
-    echo(f"Serving {path} read-only at {url}  (Ctrl-C to stop)")
+    echo(f"Serving {printable(path)} read-only at {url}  (Ctrl-C to stop)")
     if open_browser:
         import webbrowser
 

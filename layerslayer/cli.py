@@ -617,7 +617,7 @@ def extract(reference, patterns, platform, layer, out_dir, to_stdout, db_path, i
             on_written=None if to_stdout else show, message=message,
         )
     except UsageError as error:
-        raise click.UsageError(str(error))
+        raise click.UsageError(printable(str(error)))
     if to_stdout:
         for refused in report.refused:
             click.echo(f"Error: {printable(refused.reason)}", err=True)

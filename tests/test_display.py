@@ -223,3 +223,4 @@ def test_save_help_lists_only_its_own_exit_causes():
         assert other not in status, other
     extract = CliRunner().invoke(cli, ["extract", "--help"]).output.split("Exit status:", 1)[1]
     assert "nothing matched" in extract
+
