@@ -97,8 +97,10 @@ def registry_options(fn=None, *, debug: bool = True):
         if password is not None and username is None:
             raise click.UsageError("--password needs --username")
         if password is not None and not password_stdin:
-            click.echo("Warning: a password given with -p/--password shows in `ps` and in your shell history; "
-                       "pipe it to --password-stdin instead", err=True)
+            warning = ("Warning: a password given with -p/--password shows in `ps` and in your shell history; "
+                       "pipe it to --password-stdin instead")
+            click.echo(warning, err=True)
+            click.get_current_context().meta.setdefault("layerslayer.shown", []).append(warning)  # for the -l log
         kwargs["client_options"] = ClientOptions(
             username=username, password=password, token_file=token_file,
             plain_http=plain_http, insecure=insecure, timeout=timeout, retries=retries,
@@ -180,7 +182,10 @@ def _interactive_flow(target, platform, peek_all, save_all, log_file, db_path, o
         out_dir=out_dir, client_options=client_options, progress_factory=_blob_progress_factory(),
     )
     with open_log(log_file) as log:
-        result = run(options, Prompter(read, write, read_secret=read_secret, log=log))
+        prompter = Prompter(read, write, read_secret=read_secret, log=log)
+        for line in click.get_current_context().meta.get("layerslayer.shown", []):
+            prompter.to_log(line)  # shown before the log was open
+        result = run(options, prompter)
     sys.exit(result.exit_code)
 
 
