@@ -495,7 +495,8 @@ def test_ghost_rows_carry_a_ready_to_copy_extract_command(client, index_db, tmp_
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(cli, shlex.split(command)[1:])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "app/.env").read_text() == "SECRET=1\n"
+    [written] = [p for p in tmp_path.rglob(".env") if p.is_file()]  # under extract's default directory
+    assert written.parts[-2:] == ("app", ".env") and written.read_text() == "SECRET=1\n"
 
 
 def test_ghost_commands_match_odd_names_exactly():
