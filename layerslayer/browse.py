@@ -25,6 +25,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Callable
 
+from .display import printable
 from .errors import LayerslayerError, UsageError
 from .store import NotAnIndex
 
@@ -132,6 +133,73 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def allowed_hosts(host: str, port: int) -> set[str] | None:
+    """The ``Host`` header values the server answers to: the names it is bound
+    to, with its port (``127.0.0.1:8001``, ``localhost:8001``, ``[::1]:8001``
+    on loopback; ``--host`` as given). None when bound to every interface
+    (``0.0.0.0``, ``::``): then IP literals and this machine's names are
+    accepted (see :func:`host_allowed`).
+
+    A browser that a web page's DNS answer steers to us (DNS rebinding) sends
+    that page's host name, which is none of these: it gets 400 and no data."""
+    bare = host.strip("[]").lower()
+    try:
+        address = ipaddress.ip_address(bare)
+    except ValueError:
+        address = None
+    if address is not None and address.is_unspecified:
+        return None
+    names = {f"[{bare}]" if address is not None and address.version == 6 else bare}
+    if _is_loopback(host):
+        names |= {"localhost", "127.0.0.1", "[::1]"}
+    suffix = "" if port == 80 else f":{port}"
+    return {name + suffix for name in names}
+
+
+def host_allowed(header: str, allowed: set[str] | None, port: int) -> bool:
+    "Is a request's ``Host`` header one of ``allowed`` (see :func:`allowed_hosts`)?"
+    header = header.strip().lower()
+    if allowed is not None:
+        return header in allowed
+    # Bound to every interface: an IP literal cannot be rebound; names must be ours.
+    name, sep, given = header.rpartition(":") if not header.endswith("]") else (header, "", "")
+    if not sep:
+        name, given = header, "80"
+    if given != str(port):
+        return False
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+        return True
+    except ValueError:
+        return name in {"localhost", socket.gethostname().lower(), socket.getfqdn().lower()}
+
+
+def host_guard(app, allowed: set[str] | None, port: int):
+    "An ASGI app that answers 400 to HTTP requests whose Host header is not ours, else runs ``app``."
+
+    async def guarded(scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            headers = dict(scope.get("headers") or [])
+            header = headers.get(b"host", b"").decode("latin-1")
+            if not host_allowed(header, allowed, port):
+                if scope["type"] == "websocket":
+                    await send({"type": "websocket.close", "code": 1008})
+                    return
+                body = (
+                    "Bad Request: this server answers only to "
+                    + (", ".join(sorted(allowed)) if allowed else "its own names and IP addresses")
+                    + " (Host header checked against DNS rebinding)\n"
+                ).encode()
+                await send({"type": "http.response.start", "status": 400, "headers": [
+                    (b"content-type", b"text/plain; charset=utf-8"), (b"content-length", str(len(body)).encode()),
+                ]})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await app(scope, receive, send)
+
+    return guarded
+
+
 def url_for(sock: socket.socket) -> str:
     host, port = sock.getsockname()[:2]
     if ":" in host:
@@ -156,7 +224,7 @@ def browse(path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, open_bro
     url = url_for(sock)
     if not _is_loopback(host):
         warn(f"Warning: listening on {host}: anyone who can reach this machine can read the index.")
-    echo(f"Serving {path} read-only at {url}  (Ctrl-C to stop)")
+    echo(f"Serving {printable(path)} read-only at {url}  (Ctrl-C to stop)")
     if open_browser:
         import webbrowser
 
@@ -165,7 +233,9 @@ def browse(path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, open_bro
     if "timeout_graceful_shutdown" in inspect.signature(uvicorn.Config).parameters:
         # A browser's keep-alive connections must not hold Ctrl-C up.
         options["timeout_graceful_shutdown"] = 3
-    config = uvicorn.Config(datasette.app(), **options)
+    bound_port = sock.getsockname()[1]
+    app = host_guard(datasette.app(), allowed_hosts(host, bound_port), bound_port)
+    config = uvicorn.Config(app, **options)
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .display import printable, spreadsheet_safe
 from .errors import LayerslayerError
 from .options import ClientOptions
 
@@ -58,7 +59,7 @@ class LayerslayerGroup(click.Group):
         except LayerslayerError as error:
             if ctx.meta.get("layerslayer.debug"):
                 raise
-            click.echo(f"Error: {error}", err=True)
+            click.echo(f"Error: {printable(str(error))}", err=True)
             ctx.exit(error.exit_code)
         except KeyboardInterrupt:
             if ctx.meta.get("layerslayer.debug"):
@@ -97,6 +98,11 @@ def registry_options(fn=None, *, debug: bool = True):
             password = sys.stdin.readline().rstrip("\r\n")
         if password is not None and username is None:
             raise click.UsageError("--password needs --username")
+        if password is not None and not password_stdin:
+            warning = ("Warning: a password given with -p/--password shows in `ps` and in your shell history; "
+                       "pipe it to --password-stdin instead")
+            click.echo(warning, err=True)
+            click.get_current_context().meta.setdefault("layerslayer.shown", []).append(warning)  # for the -l log
         kwargs["client_options"] = ClientOptions(
             username=username, password=password, token_file=token_file,
             plain_http=plain_http, insecure=insecure, timeout=timeout, retries=retries, deadline=deadline,
@@ -179,7 +185,10 @@ def _interactive_flow(target, platform, peek_all, save_all, log_file, db_path, o
         out_dir=out_dir, client_options=client_options, progress_factory=_blob_progress_factory(),
     )
     with open_log(log_file) as log:
-        result = run(options, Prompter(read, write, read_secret=read_secret, log=log))
+        prompter = Prompter(read, write, read_secret=read_secret, log=log)
+        for line in click.get_current_context().meta.get("layerslayer.shown", []):
+            prompter.to_log(line)  # shown before the log was open
+        result = run(options, prompter)
     sys.exit(result.exit_code)
 
 
@@ -258,14 +267,14 @@ class TerminalProgress:
             self.sizes.pop(job.digest, None)
             click.echo("\r\033[K", nl=False, err=True)
             if error:
-                click.echo(f"failed   {job.digest}: {error}", err=True)
+                click.echo(f"failed   {printable(job.digest)}: {printable(error)}", err=True)
             else:
                 click.echo(f"indexed  {job.digest}  {entries:,} entries  {size / 1e6:.1f} MB  {seconds:.1f}s", err=True)
             self._draw(force=True)
 
     def message(self, text: str) -> None:
         with self.lock:
-            click.echo(f"\r\033[K{text}", err=True)
+            click.echo(f"\r\033[K{printable(text)}", err=True)
 
 
 class QuietProgress:
@@ -276,10 +285,10 @@ class QuietProgress:
 
     def layer_finished(self, job, entries: int, error: str | None) -> None:
         if error:
-            click.echo(f"failed   {job.digest}: {error}", err=True)
+            click.echo(f"failed   {printable(job.digest)}: {printable(error)}", err=True)
 
     def message(self, text: str) -> None:
-        click.echo(text, err=True)
+        click.echo(printable(text), err=True)
 
 
 def _progress(quiet: bool):
@@ -376,14 +385,8 @@ def _explicit(value, name: str):
     return None if source == click.core.ParameterSource.DEFAULT else value
 
 
-def _shown(text) -> str:
-    "A path for the terminal: bytes that are not UTF-8 as \\xNN."
-    text = str(text)
-    try:
-        text.encode("utf-8")
-        return text
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+#: Every untrusted string goes through display.printable before the terminal.
+_shown = printable
 
 
 def _echo_download(result) -> None:
@@ -391,7 +394,7 @@ def _echo_download(result) -> None:
 
     label = {"downloaded": "saved", "resumed": "resumed", "skipped": "skipped"}[result.status]
     note = "  (already saved, verified)" if result.skipped else ""
-    click.echo(f"{label:<8} {result.path}  {human_size(result.size)}{note}")
+    click.echo(f"{label:<8} {printable(result.path)}  {human_size(result.size)}{note}")
 
 
 def _echo_extract_report(report, out_dir) -> None:
@@ -471,10 +474,10 @@ def save(reference, platform, layers, all_layers, config, out_dir, client_option
     summary = save_image(
         reference, options=client_options, platform=platform, layers=layers, all_layers=all_layers,
         config=config, out_dir=_explicit(out_dir, "out_dir"), progress_factory=_blob_progress_factory(), on_result=_echo_download,
-        on_error=lambda digest, error: click.echo(f"failed   {digest}: {error}", err=True),
+        on_error=lambda digest, error: click.echo(f"failed   {printable(digest)}: {printable(error)}", err=True),
     )
     for digest in summary.foreign:
-        click.echo(f"foreign  {digest}: not distributed by this registry, not saved", err=True)
+        click.echo(f"foreign  {printable(digest)}: not distributed by this registry, not saved", err=True)
     skipped = sum(1 for r in summary.results if r.skipped)
     saved = len(summary.results) - skipped
     line = f"Saved {saved} blob(s)"
@@ -486,7 +489,14 @@ def save(reference, platform, layers, all_layers, config, out_dir, client_option
     sys.exit(summary.exit_code)
 
 
-save.help += _BLOB_EXIT_STATUS
+save.help += """
+    \b
+    Exit status:
+      0  every blob asked for was saved (or was already there, verified)
+      1  the image, the platform or a blob was not found, or access was denied
+      2  usage error (bad reference, option or --layer)
+      3  verification failure (digest or size mismatch) or network failure
+"""
 
 
 @cli.command()
@@ -533,7 +543,7 @@ def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, clien
     def show(item) -> None:
         where = f"{item.registry}/{item.repository}" if item.repository else "?"
         if item.error:
-            click.echo(f"failed   {item.layer.digest} from {where}: {item.error}", err=True)
+            click.echo(f"failed   {printable(item.layer.digest)} from {printable(where)}: {printable(item.error)}", err=True)
         elif item.download:
             _echo_download(item.download)
         elif item.files:
@@ -629,7 +639,7 @@ def extract(reference, patterns, platform, layer, out_dir, force, max_output, fo
         raise click.UsageError("--stdout writes one file: give exactly one PATTERN")
 
     def message(text: str) -> None:
-        click.echo(f"note: {text}", err=True)
+        click.echo(f"note: {printable(text)}", err=True)
 
     def show(written) -> None:
         click.echo(_shown(written.written_as))
@@ -644,7 +654,7 @@ def extract(reference, patterns, platform, layer, out_dir, force, max_output, fo
     except OutputDirError:
         raise  # one line, exit 2: not a mistake in how the command was typed
     except UsageError as error:
-        raise click.UsageError(str(error))
+        raise click.UsageError(printable(str(error)))
     literal = {parse_pattern(p, ignore_case).literal_path for p in patterns}
     if to_stdout:
         for refused in report.refused:
@@ -758,7 +768,19 @@ def _hit_cells(hit, with_image: bool = True) -> list[str]:
     size = human_size(hit.size) if hit.type == "file" else "-"
     owner = "-" if hit.implicit else f"{printable(hit.uname or str(hit.uid))}/{printable(hit.gname or str(hit.gid))}"
     cells = [str(hit.layer_index), hit.mode_string, owner, size, format_mtime(hit.mtime), path]
-    return ([hit.image, hit.platform or "-"] if with_image else []) + cells
+    return ([printable(hit.image), printable(hit.platform or "-")] if with_image else []) + cells
+
+
+def _csv_text(records: list[dict], fields, *, header: bool, **options) -> str:
+    import csv
+    import io
+
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", **options)
+    if header:
+        writer.writeheader()
+    writer.writerows(records)
+    return out.getvalue()
 
 
 def _echo_hits(hits, fmt: str | None, with_image: bool = True) -> int:
@@ -782,13 +804,17 @@ def _echo_hits(hits, fmt: str | None, with_image: bool = True) -> int:
             if fmt == "nl":
                 click.echo("\n".join(dumps(h.as_dict()) for h in batch))
             else:
-                out = io.StringIO()
-                writer = csv.DictWriter(out, fieldnames=FIELDS, lineterminator="\n")
-                if not count:
-                    writer.writeheader()
-                for h in batch:
-                    writer.writerow({k: ("true" if v is True else "false" if v is False else v) for k, v in h.as_dict().items()})
-                click.echo(out.getvalue(), nl=False)
+                records = [
+                    {k: ("true" if v is True else "false" if v is False else spreadsheet_safe(v))
+                     for k, v in h.as_dict().items()}
+                    for h in batch
+                ]
+                text = _csv_text(records, FIELDS, header=not count)
+                if "\r" in text:
+                    # The writer quotes a field holding its line end ("\n") but not a CR,
+                    # which readers take as a row break: quote every field of this batch.
+                    text = _csv_text(records, FIELDS, header=not count, quoting=csv.QUOTE_ALL)
+                click.echo(text, nl=False)
             count += len(batch)
     hits = list(hits)
     if fmt == "json":
@@ -921,7 +947,7 @@ def ls_command(db, reference, path, layer, merged, platform, depth, fmt):
         database.close()
     _echo_hits(hits, fmt, with_image=False)
     if not hits and path:
-        click.echo(f"{path}: no such path in {reference}" + (f" layer {layer}" if layer is not None else ""), err=True)
+        click.echo(printable(f"{path}: no such path in {reference}" + (f" layer {layer}" if layer is not None else "")), err=True)
     sys.exit(0 if hits else 1)
 
 
@@ -964,7 +990,8 @@ def images(db, as_json):
         for s in summaries:
             layers = str(s.layers) if s.layers == s.layers_indexed else f"{s.layers_indexed}/{s.layers}"
             rows.append([
-                s.reference, s.digest[:19], ", ".join(p.platform or "?" for p in s.platforms) or "-", layers,
+                printable(s.reference), printable(s.digest[:19]),
+                printable(", ".join(p.platform or "?" for p in s.platforms) or "-"), layers,
                 f"{s.files:,}", human_size(s.size), (s.indexed_at or "-").replace("T", " ")[:16],
             ])
         _echo_table(["REFERENCE", "DIGEST", "PLATFORMS", "LAYERS", "FILES", "SIZE", "INDEXED"], rows)

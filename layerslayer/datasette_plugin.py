@@ -28,6 +28,7 @@ import functools
 import html
 import json
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -120,7 +121,7 @@ def _truthy(value) -> bool:
 def _matcher(pattern: str, ignore_case: bool):
     try:
         return compile_patterns([pattern], ignore_case=ignore_case)
-    except ValueError:
+    except (ValueError, re.error):  # a malformed glob matches nothing (page_notice says why)
         return None
 
 
@@ -219,6 +220,20 @@ def _sql_mode(type_, mode):
         return None
 
 
+def ghost_extract_command(registry, repository, tag, digest, media_type, platform, position, path,
+                          path_bytes=None) -> str | None:
+    """layerslayer_extract_command(...): the `layerslayer extract` command that
+    writes this one file from its layer (deleted files included, as --layer
+    reads them), pinned to the image digest indexed."""
+    if not (registry and repository and digest and isinstance(path, str)) or position is None:
+        return None
+    reference = display.pinned_reference(registry, repository, tag, digest)
+    pattern = display.exact_pattern(path_from_row(path, path_bytes))
+    chosen = platform if display.is_multi_platform(media_type) else None
+    command = display.extract_command(reference, int(position), pattern, chosen)
+    return command if command.isprintable() else None  # nothing to paste that a terminal would act on
+
+
 def trigram_escape_fts(query) -> str:
     """A MATCH expression for the trigram index of paths (Datasette's search box).
 
@@ -249,6 +264,7 @@ def prepare_connection(conn, database, datasette):
     conn.create_function("layerslayer_path", 1, _sql_path, deterministic=True)
     conn.create_function("layerslayer_ext", 1, _sql_ext, deterministic=True)
     conn.create_function("layerslayer_mode", 2, _sql_mode, deterministic=True)
+    conn.create_function("layerslayer_extract_command", 9, ghost_extract_command, deterministic=True)
     if is_index(datasette, database):
         # Datasette's search box quotes words as FTS phrases, which a detail=none
         # trigram index cannot answer; this runs after Datasette's own
@@ -263,13 +279,13 @@ def prepare_connection(conn, database, datasette):
 # Columns every file listing shows, from a row ``f`` of image_files, and
 # whether the entry is in the image's final filesystem.
 FILE_COLUMNS = """
-    f.image,
-    f.platform,
-    f.layer_position AS layer,
     f.path,
     f.type,
     f.size,
     f.mode,
+    f.image,
+    f.platform,
+    f.layer_position AS layer,
     f.uid,
     f.gid,
     f.mtime,
@@ -292,6 +308,14 @@ FILE_ORDER = "ORDER BY f.image, f.platform, f.layer_position, f.path"
 STREAM_NOTE = "-- rows come path by path (unsorted), so broad patterns answer quickly"
 
 IMAGE_FILTER = "(:image = '' OR instr(f.image, :image) > 0)"
+
+
+#: How a pattern matches, in one sentence for people (the start page's find box, the glob query).
+GLOB_HINT_HTML = (
+    "A word without <code>* ? [</code> is an exact file name (<code>id_rsa</code> finds files "
+    "named exactly that); <code>*key*</code> finds names containing <code>key</code>; with a "
+    "<code>/</code> the pattern matches the whole path (<code>/etc/ssh/*</code>)."
+)
 
 
 def _sql_literal(text: str) -> str:
@@ -384,19 +408,22 @@ WHERE f.whiteout = 0
 
 
 GHOST_SQL = """SELECT
-    g.image,
-    g.platform,
-    g.layer_position AS layer,
     g.path,
     g.type,
     g.size,
     g.mode,
-    g.mtime,
+    g.image,
+    g.platform,
+    g.layer_position AS layer,
     g.deleted_in_position AS deleted_in_layer,
+    layerslayer_extract_command(i.registry, i.repository, i.tag, i.digest, i.media_type, g.platform,
+                                g.layer_position, g.path, g.path_bytes) AS extract,
     g.deleted_by,
     g.recreated,
+    g.mtime,
     g.layer_digest
 FROM ghost_files g
+JOIN images i ON i.id = g.image_id
 WHERE (:image = '' OR instr(g.image, :image) > 0)
 ORDER BY g.image, g.platform, g.layer_position, g.path"""
 
@@ -441,6 +468,31 @@ WHERE f.whiteout = 0
 {FILE_ORDER}"""
 
 
+# What `layerslayer images` prints, per image: its platforms (attestations
+# left out), layers (indexed/total when some are not indexed), files and size.
+_IMAGE_LAYERS = """FROM platform_layers pl
+         JOIN platforms pf ON pf.id = pl.platform_id AND pf.attestation = 0
+         JOIN layers l ON l.id = pl.layer_id
+         WHERE pf.image_id = i.id"""
+
+IMAGES_SQL = f"""SELECT
+    i.reference AS image,
+    (SELECT group_concat(platform, ', ') FROM (
+        SELECT pf.platform FROM platforms pf WHERE pf.image_id = i.id AND pf.attestation = 0 ORDER BY pf.id
+    )) AS platforms,
+    (SELECT CASE WHEN sum(l.status = 'indexed') = count(*) THEN CAST(count(*) AS TEXT)
+                 ELSE sum(l.status = 'indexed') || '/' || count(*) END
+        {_IMAGE_LAYERS}) AS layers,
+    (SELECT ifnull(sum(CASE WHEN l.status = 'indexed' THEN l.entries END), 0) {_IMAGE_LAYERS}) AS files,
+    (SELECT ifnull(sum(l.size), 0) {_IMAGE_LAYERS}) AS size,
+    i.digest AS image_digest,
+    i.indexed_at,
+    i.id AS image_id
+FROM images i
+WHERE (:image = '' OR instr(i.reference, :image) > 0)
+ORDER BY i.reference, i.indexed_at, i.id"""
+
+
 def canned_query_definitions() -> dict:
     "The canned queries of an index, in the order the database page lists them (a fresh copy)."
     return copy.deepcopy(_canned_query_definitions())
@@ -454,9 +506,8 @@ def _canned_query_definitions() -> dict:
             "description_html": (
                 "Every indexed file whose name (pattern without <code>/</code>) or path "
                 "(pattern with <code>/</code>) matches, in every image: the same rules as "
-                "<code>layerslayer find</code>. Try <code>*.pem</code>, <code>id_rsa*</code>, "
-                "<code>/etc/ssh/*</code>. <em>ignore_case</em> <code>1</code> folds case "
-                "(<code>find -i</code>). <em>image</em> optionally narrows to references "
+                "<code>layerslayer find</code>. " + GLOB_HINT_HTML + " "
+                "<em>ignore_case</em> folds case (<code>find -i</code>). <em>image</em> optionally narrows to references "
                 "containing that text. <em>state</em> says whether the file is in the image's "
                 "final filesystem (<code>visible</code>), was removed by a later layer "
                 "(<code>deleted</code>, still readable in its layer) or replaced by a later "
@@ -483,8 +534,8 @@ def _canned_query_definitions() -> dict:
             "description_html": (
                 "Files that a later layer of the same image removed with a whiteout, an opaque "
                 "directory or by replacing their directory. They are not in the running "
-                "container but their bytes still sit in the earlier layer's blob: fetch them "
-                "with <code>layerslayer extract REF PATH --layer N</code>. "
+                "container but their bytes still sit in the earlier layer's blob: each row's "
+                "<em>extract</em> is the command that writes it (copy it with its button). "
                 "<em>recreated</em> = 1 when a later layer put a new file at the same path."
             ),
             "sql": GHOST_SQL,
@@ -519,6 +570,18 @@ def _canned_query_definitions() -> dict:
             ),
             "sql": IMAGES_WITH_PATH_SQL,
             "params": ["path"],
+            "hide_sql": True,
+        },
+        "images_overview": {
+            "title": "Images: platforms, layers, files and size",
+            "description_html": (
+                "What <code>layerslayer images</code> prints: every indexed image with its "
+                "platforms, its layers (<em>indexed/total</em> when some are not indexed yet or "
+                "failed), its file entries and the compressed size of its layers. Open an image "
+                "for its layers and build steps."
+            ),
+            "sql": IMAGES_SQL,
+            "params": ["image"],
             "hide_sql": True,
         },
     }
@@ -943,6 +1006,15 @@ def _size_html(value: int) -> markupsafe.Markup:
     )
 
 
+def _command_html(command: str, label: str = "copy") -> markupsafe.Markup:
+    "A command to paste into a shell, with a button that copies it (templates' .ll-copy script)."
+    quoted = html.escape(command, quote=True)
+    return markupsafe.Markup(
+        f'<code class="ll-command">{html.escape(command)}</code> '
+        f'<button type="button" class="ll-copy" data-copy="{quoted}" title="{quoted}">{html.escape(label)}</button>'
+    )
+
+
 def render_value(row, value, column: str, table: str | None, database: str, datasette):
     """The HTML for one cell of an index, or None to leave it to Datasette."""
     keys = _keys(row)
@@ -1010,6 +1082,9 @@ def render_value(row, value, column: str, table: str | None, database: str, data
             f'title="Images that contain /{html.escape(value, quote=True)}">{html.escape(value)}</a>'
         )
 
+    if column == "extract" and table is None and isinstance(value, str) and value.startswith("layerslayer "):
+        return _command_html(value)
+
     if table == "layers" and column == "entries" and isinstance(value, int) and get("id") is not None:
         href = _bases(datasette, database)["files"] + f"?layer_id={get('id')}&_sort=position"
         return markupsafe.Markup(f'<a href="{html.escape(href, quote=True)}" title="List them">{value:,}</a>')
@@ -1021,7 +1096,36 @@ def render_value(row, value, column: str, table: str | None, database: str, data
 def render_cell(row, value, column, table, database, datasette):
     if not is_index(datasette, database):
         return None
+    if table == "ghost_files" and column == "path" and isinstance(value, str) and value:
+        return _ghost_path_cell(row, value, database, datasette)
     return render_value(row, value, column, table, database, datasette)
+
+
+_image_rows: dict[tuple, tuple | None] = {}  # (datasette, database, image id) -> images row: never changes
+
+
+async def _ghost_path_cell(row, value: str, database: str, datasette) -> markupsafe.Markup:
+    "A ghost file's path, with the `extract` command that writes it."
+    shown = render_value(row, value, "path", "ghost_files", database, datasette)
+    keys = _keys(row)
+    image_id = row["image_id"] if "image_id" in keys else None
+    if image_id is None or "layer_position" not in keys:
+        return shown
+    key = (id(datasette), database, image_id)
+    if key not in _image_rows:
+        found = (await datasette.get_database(database).execute(
+            "SELECT registry, repository, tag, digest, media_type FROM images WHERE id = ?", [image_id])).first()
+        if len(_image_rows) > 4096:
+            _image_rows.clear()
+        _image_rows[key] = tuple(found) if found else None
+    image = _image_rows[key]
+    if image is None:
+        return shown
+    command = ghost_extract_command(*image, row["platform"] if "platform" in keys else None, row["layer_position"],
+                                    value, row["path_bytes"] if "path_bytes" in keys else None)
+    if command is None:
+        return shown
+    return markupsafe.Markup(f"{shown}<br>") + _command_html(command, "copy extract command")
 
 
 # ---------------------------------------------------------------------------
@@ -1130,6 +1234,7 @@ async def image_page(datasette, database: str, image_id: int) -> dict | None:
         })
     base = datasette.urls.table
     return {
+        "name": image["reference"],
         "reference": reference,
         "platforms": list(platforms.values()),
         "visible_url": base(database, "visible_files") + f"?image_id={image_id}",
@@ -1159,7 +1264,7 @@ async def start_page(datasette, database: str) -> dict:
     ]
     table = datasette.urls.table
     links = [
-        {"label": "images", "url": table(database, "images")},
+        {"label": "images", "url": f"{base}/images_overview"},
         {"label": "layers", "url": table(database, "layers")},
         # Views over every entry: counting their rows could take long on a big index.
         {"label": "final filesystems", "url": table(database, "visible_files") + "?_nocount=1"},
@@ -1171,10 +1276,38 @@ async def start_page(datasette, database: str) -> dict:
         **stats,
         "database": database,
         "glob_url": f"{base}/files_by_glob",
+        "glob_hint": markupsafe.Markup(GLOB_HINT_HTML),
         "failed_url": table(database, "layers") + "?status=failed",
         "queries": queries,
         "links": links,
     }
+
+
+def page_notice(request) -> str | None:
+    """Why a search or pattern finds nothing when the reason is the input: a
+    path-search word under 3 characters (the trigram index cannot look it
+    up), an empty or malformed glob in *Files matching a glob*."""
+    if request is None:
+        return None
+    search = " ".join(request.args.get(k) or "" for k in request.args.keys() if k == "_search" or k.startswith("_search_"))
+    short = [w for w in (w.strip('"') for w in search.split()) if len(w) < 3]
+    if short:
+        words = ", ".join(repr(w) for w in short)
+        if len(short) == len(search.split()):
+            return (f"Path search finds nothing for {words}: it looks words up in a trigram index, so each "
+                    "word needs at least 3 characters. For a short name use Files matching a glob "
+                    "(e.g. ab for files named ab, *ab* for names containing it).")
+        return f"Path search left out {words}: words need at least 3 characters (trigram index)."
+    if request.path.rstrip("/").endswith("/files_by_glob") and "pattern" in request.args:
+        pattern = request.args.get("pattern") or ""
+        if not _usable(pattern):
+            return "Type a pattern, e.g. *.pem, id_rsa or /etc/ssh/*."
+        try:
+            compile_patterns([pattern], ignore_case=_truthy(request.args.get("ignore_case")))
+        except (ValueError, re.error) as error:
+            reason = str(error).split(" at position")[0]  # a position in the regex, not in the pattern
+            return f"No file can match {pattern!r}: it is not a valid glob ({reason})."
+    return None
 
 
 @hookimpl
@@ -1192,8 +1325,8 @@ def extra_template_vars(template, database, table, columns, view_name, request, 
             return {"layerslayer_db": await start_page(datasette, database)}
 
         return database_page
-    if view_name == "table":
-        return {"layerslayer_table": True}
+    if view_name in ("table", "query"):  # a canned query's page is rendered by the table view
+        return {"layerslayer_table": True, "layerslayer_notice": page_notice(request)}
     if view_name != "row" or table not in ("layers", "images"):
         return None
     row_id = _row_id(request)
@@ -1202,8 +1335,11 @@ def extra_template_vars(template, database, table, columns, view_name, request, 
 
     async def row_page():
         if table == "layers":
-            return {"layerslayer_layer": await layer_page(datasette, database, row_id)}
-        return {"layerslayer_image": await image_page(datasette, database, row_id)}
+            layer = await layer_page(datasette, database, row_id)
+            title = f"Layer {display.short_digest(layer['digest'])}" if layer else None
+            return {"layerslayer_layer": layer, "layerslayer_title": title}
+        image = await image_page(datasette, database, row_id)
+        return {"layerslayer_image": image, "layerslayer_title": f"Image {image['name']}" if image else None}
 
     return row_page
 
@@ -1267,6 +1403,57 @@ async def _redirect_image(request, datasette):
         return Response.redirect(image_url(datasette, database, rows[0]["id"]))
     query = urllib.parse.urlencode({"reference": reference})
     return Response.redirect(datasette.urls.table(database, "images") + "?" + query)
+
+
+# ---------------------------------------------------------------------------
+# Column order of the file views
+
+#: The file views, and the columns a recon user reads first; ids come last.
+FILE_VIEWS = ("files", "image_files", "visible_files", "ghost_files")
+FIRST_COLUMNS = ("path", "type", "size", "mode", "image", "platform", "layer_position", "mtime", "uname", "gname",
+                 "linkname", "deleted_in_position", "deleted_by", "deletion", "recreated")
+ID_COLUMNS = ("image_id", "platform_id", "layer_id", "position", "path_id")
+
+
+def file_view_columns(columns) -> list[str]:
+    "A file view's columns in reading order: FIRST_COLUMNS, the others as they come, ID_COLUMNS last."
+    columns = list(columns)
+    first = [c for c in FIRST_COLUMNS if c in columns]
+    last = [c for c in ID_COLUMNS if c in columns]
+    return first + [c for c in columns if c not in first and c not in last] + last
+
+
+_VIEW_PATH = re.compile(r"^/(?P<database>[^/]+)/(?P<table>" + "|".join(FILE_VIEWS) + r")$")
+
+
+async def _ordered_scope(datasette, scope: dict) -> dict:
+    """An HTML page of a file view asked for without ``_col``/``_nocol``: the
+    same request with ``_col`` listing every column in reading order (SQL views
+    keep their defined order, which puts ids first). JSON and CSV are left as they are."""
+    match = _VIEW_PATH.match(scope.get("path") or "")
+    if match is None:
+        return scope
+    database = urllib.parse.unquote(match["database"])
+    query = scope.get("query_string", b"").decode("latin-1")
+    args = urllib.parse.parse_qsl(query, keep_blank_values=True)
+    if any(name in ("_col", "_nocol") for name, _ in args) or not is_index(datasette, database):
+        return scope
+    columns = await datasette.get_database(database).table_columns(match["table"])
+    extra = urllib.parse.urlencode([("_col", c) for c in file_view_columns(columns)])
+    return dict(scope, query_string=(f"{query}&{extra}" if query else extra).encode("latin-1"))
+
+
+@hookimpl
+def asgi_wrapper(datasette):
+    def wrap(app):
+        async def ordered(scope, receive, send):
+            if scope.get("type") == "http" and scope.get("method") in ("GET", "HEAD"):
+                scope = await _ordered_scope(datasette, scope)
+            await app(scope, receive, send)
+
+        return ordered
+
+    return wrap
 
 
 @hookimpl

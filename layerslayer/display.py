@@ -1,5 +1,8 @@
 """How index values read for people: modes, times, digests, and the commands
-that fetch a layer. Shared by the Datasette plugin (and free for the CLI).
+that fetch a layer. Shared by the Datasette plugin and the CLI.
+
+:func:`printable` is the one path from an untrusted string (a file name, link
+target, build step, platform, label, registry message) to a terminal or a log.
 
 Kept free of heavy imports: Datasette imports the plugin at start-up.
 """
@@ -16,6 +19,49 @@ from .reference import Reference
 WHITEOUT_CODES = {0: "", 1: "whiteout", 2: "opaque", 3: "replaces a directory"}
 
 SHORT_DIGEST_HEX = 12
+
+_ESCAPES = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def printable(text) -> str:
+    """One terminal line from an untrusted string: control characters (ESC,
+    CR, newline, DEL, C1 codes, bidi overrides, any other character Python
+    does not call printable) as ``\\n``, ``\\x1b``, ``\\u202e``; bytes that were
+    not UTF-8 (surrogateescape) as ``\\xNN``. Printable text, spaces included,
+    is left alone, and the result is printable, so escaping twice changes nothing."""
+    if text.__class__ is not str:
+        text = "" if text is None else str(text)
+    if text.isprintable():
+        return text
+    out = []
+    for char in text:
+        code = ord(char)
+        if char.isprintable():
+            out.append(char)
+        elif 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif code < 0x100:
+            out.append(f"\\x{code:02x}")
+        elif code < 0x10000:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    return "".join(out)
+
+
+#: What makes a spreadsheet read a cell as a formula (OWASP "CSV injection").
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(value):
+    """A CSV cell that spreadsheets show as text: a string starting with
+    ``= + - @``, a tab or a CR gets a leading ``'`` (which Excel, LibreOffice
+    and Google Sheets hide), as OWASP advises; other values are returned as they are."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 def type_name(value) -> str | None:
@@ -114,6 +160,23 @@ def extract_command(reference: str, position: int, pattern: str = "*", platform:
     if out_dir:
         parts += ["-o", out_dir]
     return shlex.join(parts)
+
+
+def exact_pattern(path: str) -> str:
+    """A pattern (``find``/``extract`` rules) that matches exactly this index
+    path: ``/`` in front (path mode), ``*``, ``?`` and ``[`` as ``[*]``, ``[?]``,
+    ``[[]``; a byte that is not UTF-8 (surrogateescape) or a control character
+    as ``?`` (one character), so that the command is printable text, safe to
+    paste into a terminal."""
+    out = ["/"]
+    for char in path:
+        if char in "*?[":
+            out.append(f"[{char}]")
+        elif not char.isprintable() and char != " ":
+            out.append("?")
+        else:
+            out.append(char)
+    return "".join(out)
 
 
 def save_all_command(reference: str, platform: str | None = None) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .display import human_size
+from .display import human_size, printable
 from .errors import NotFound, RegistryError, UsageError
 from .reference import Reference, host_platform_string, is_digest, parse_platform
 from .registry import DIGEST_ALGORITHMS, INDEX_TYPES, MANIFEST_TYPES, Manifest, RegistryClient, load_json
@@ -394,7 +394,7 @@ class InspectReport:
             where = f"layer {step.layer_index}" if step.layer_index is not None else "metadata only"
             created_by = " ".join(step.created_by.split())
             lines.append(f"  [{step.index}] ({where}) {created_by}")
-        return "\n".join(lines)
+        return "\n".join(printable(line) for line in lines)
 
 
 def inspect_image(reference: str, *, platform: str | None = None, options=None) -> InspectReport:

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable, ContextManager, Iterable, Iterator, TextIO
 
 from . import blobs, store, tarstream
+from .display import printable
 from .errors import AuthError, LayerslayerError, NotFound, UsageError
 from .image import (
     LayerInfo, PlatformImage, PlatformInfo, ResolvedImage, human_size, load_platform, platform_matches, resolve,
@@ -50,6 +51,9 @@ MAX_LOGIN_ATTEMPTS = 3
 IMAGE_PROMPT = f"Enter image (registry/repository:tag) [default: {DEFAULT_IMAGE}]: "
 LAYERS_PROMPT = "Layers to peek (comma-separated INDEX or ALL) [default: ALL]: "
 DOWNLOAD_PROMPT = "Download this layer? (y/N) "
+
+#: What may stand next to a secret for the log to mask it: the ends of a token.
+_TOKEN_BREAKS = r"\s'\"`=:,;@()\[\]{}<>"
 
 # progress_factory(label, total) -> context manager yielding an update(n) callable, or None
 ProgressFactory = Callable[[str, "int | None"], ContextManager]
@@ -112,56 +116,64 @@ class Prompter:
             self.add_secret(secret)
 
     def add_secret(self, secret: str | None) -> None:
-        "Never let this string reach the log."
+        "Never let this string reach the log (where it stands as a whole token)."
         if secret and len(secret) >= 3 and secret not in self.secrets:
             self.secrets.append(secret)
             self.secrets.sort(key=len, reverse=True)
+            self._secret_re = re.compile(
+                f"(?<![^{_TOKEN_BREAKS}])(?:{'|'.join(map(re.escape, self.secrets))})(?![^{_TOKEN_BREAKS}])"
+            )
 
     def _redact(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret in text:
-                text = text.replace(secret, "********")
-        return text
+        """Mask each secret where it is a whole token (between spaces, quotes or
+        ``=:,;@()[]{}<>``), not inside other words: a password ``root`` must not
+        turn ``root/root`` owners and ``/root`` paths into stars."""
+        if not self.secrets:
+            return text
+        return self._secret_re.sub("********", text)
 
     def to_log(self, text: str) -> None:
+        "Write one line to the log: secrets masked, then escaped (display.printable)."
         if self.log is not None:
-            self.log.write(self._redact(text))
+            self.log.write(printable(self._redact(text)) + "\n")
             self.log.flush()
 
     def say(self, text: str = "", *, err: bool = False) -> None:
-        "Show a line (on stderr with err=True) and log it."
-        self._write(text + "\n", err)
-        self.to_log(text + "\n")
+        "Show a line (on stderr with err=True) and log it; untrusted text in it is escaped."
+        self._write(printable(text) + "\n", err)
+        self.to_log(text)
 
     def ask(self, prompt: str) -> str:
         "Ask a question; return the answer stripped. EOF raises EndOfInput."
+        prompt = printable(prompt)
         try:
             answer = self._read(prompt)
         except EOFError:
             self._write("\n", False)
-            self.to_log(prompt + "\n")
+            self.to_log(prompt)
             raise EndOfInput() from None
         except KeyboardInterrupt:
             self._write("\n", False)  # "Interrupted." goes on a line of its own
-            self.to_log(prompt + "\n")
+            self.to_log(prompt)
             raise
-        self.to_log(prompt + answer + "\n")
+        self.to_log(prompt + answer)
         return answer.strip()
 
     def ask_secret(self, prompt: str) -> str:
         "Ask for a password: not echoed, not logged."
+        prompt = printable(prompt)
         try:
             answer = self._read_secret(prompt)
         except EOFError:
             self._write("\n", False)
-            self.to_log(prompt + "\n")
+            self.to_log(prompt)
             raise EndOfInput() from None
         except KeyboardInterrupt:
             self._write("\n", False)
-            self.to_log(prompt + "\n")
+            self.to_log(prompt)
             raise
         self.add_secret(answer)
-        self.to_log(prompt + "\n")
+        self.to_log(prompt)
         return answer
 
     def close(self) -> None:
@@ -247,22 +259,6 @@ def parse_yes_no(text: str) -> bool:
 # -- showing entries ------------------------------------------------------------------
 
 _TYPE_CHARS = {"file": "-", "dir": "d", "symlink": "l", "hardlink": "h", "char": "c", "block": "b", "fifo": "p"}
-
-
-def printable(text: str) -> str:
-    "A name for the terminal: bytes that are not UTF-8 as \\xNN, control characters escaped."
-    if text.isprintable():
-        return text
-    out = []
-    for char in text:
-        code = ord(char)
-        if 0xDC80 <= code <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
-            out.append(f"\\x{code - 0xDC00:02x}")
-        elif char.isprintable():
-            out.append(char)
-        else:
-            out.append(char.encode("unicode_escape").decode("ascii"))
-    return "".join(out)
 
 
 def format_entry(entry: tarstream.Entry) -> str:
@@ -385,6 +381,9 @@ class Flow:
         attempts = 0
         while True:
             self.client = self.client_options.client(ref)
+            if attempts and self.client.auth.credentials is not None:
+                # Typed at the prompt, not given as --username: say so in messages.
+                self.client.auth.credentials.source = "the login typed at the prompt"
             try:
                 return resolve(self.client, ref)
             except AuthError as error:
@@ -691,10 +690,10 @@ def run(options: FlowOptions, prompter: Prompter | None = None) -> FlowResult:
     try:
         return flow.run()
     except LayerslayerError as error:
-        prompter.to_log(f"Error: {error}\n")
+        prompter.to_log(f"Error: {error}")
         raise
     except KeyboardInterrupt:
-        prompter.to_log("Interrupted.\n")
+        prompter.to_log("Interrupted.")
         raise
     finally:
         flow.close()

@@ -79,6 +79,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Sequence
 
+from .display import printable  # noqa: F401  (the one escaper; callers may still say query.printable)
 from .errors import UsageError
 from .migrations import ENTRY_TYPES
 from .patterns import Pattern, compile_patterns, glob_tokens, parse_pattern
@@ -1551,19 +1552,3 @@ def format_mtime(mtime: float | None) -> str:
         return datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
     except (OverflowError, OSError, ValueError):
         return "-"
-
-
-_CONTROL = {"\n": "\\n", "\t": "\\t", "\r": "\\r"}
-
-
-def printable(text: str) -> str:
-    "One terminal line: non-UTF-8 bytes as \\xNN, control characters escaped."
-    if text.isascii() and text.isprintable():
-        return text
-    text = path_text(text)[0]
-    if text.isprintable():
-        return text
-    return "".join(
-        c if c.isprintable() or c == " " else _CONTROL.get(c, f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
-        for c in text
-    )

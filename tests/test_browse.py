@@ -426,6 +426,127 @@ def test_non_index_databases_are_left_alone(index_db, tmp_path):
 
 
 # ---------------------------------------------------------------------------
+# For a recon user (issue 13, item 17)
+
+
+def headers(page: str) -> list[str]:
+    return re.findall(r'<th[^>]* class="col-([^" ]+)[^"]*" scope="col"', page)
+
+
+def notice(page: str) -> str:
+    found = re.findall(r'<p class="ll-notice">(.*?)</p>', page, re.S)
+    return html.unescape(found[0]) if found else ""
+
+
+def test_find_box_shows_one_glob_and_says_how_a_word_matches(client, index_db):
+    page = client.html("/")
+    [placeholder] = re.findall(r'name="pattern"[^>]*placeholder="([^"]*)"', page)
+    assert placeholder == "*.pem"
+    hint = " ".join(html.unescape(re.sub("<[^>]+>", "", page)).split())
+    assert "A word without * ? [ is an exact file name (id_rsa finds files named exactly that)" in hint
+    assert "*key* finds names containing key" in hint
+    # And that is what the glob query does.
+    assert {r["path"] for r in client.rows(q("/index/files_by_glob", pattern="id_rsa"))} == {"root/.ssh/id_rsa"}
+    assert client.rows(q("/index/files_by_glob", pattern="rsa")) == []
+    assert client.rows(q("/index/files_by_glob", pattern="id_")) == []
+    assert {r["path"] for r in client.rows(q("/index/files_by_glob", pattern="*rsa*"))} == {"root/.ssh/id_rsa"}
+
+
+@pytest.mark.parametrize("view", ["files", "image_files", "visible_files", "ghost_files"])
+def test_file_tables_lead_with_path_type_size_mode_image(client, view):
+    columns = headers(client.html(f"/index/{view}"))
+    first = ["path", "type", "size", "mode"] + (["image"] if view != "files" else [])
+    assert columns[:len(first)] == first
+    ids = [c for c in columns if c.endswith("_id") or c == "position"]
+    assert ids and columns[-len(ids):] == ids
+    # Columns chosen by hand are left alone, and so are JSON and CSV.
+    assert headers(client.html(f"/index/{view}?_col=name&_col=path")) == ["name", "path"]
+    assert list(client.rows(f"/index/{view}")[0])[0] in ("image_id", "layer_id")
+
+
+@pytest.mark.parametrize("query", ["files_by_glob?pattern=*.pem", "secrets", "deleted_files", "largest_files",
+                                   "images_with_path?path=/etc/passwd"])
+def test_file_queries_lead_with_path_type_size_mode_image(client, query):
+    assert headers(client.html(f"/index/{query}"))[:5] == ["path", "type", "size", "mode", "image"]
+
+
+def test_short_searches_and_bad_globs_say_why_they_find_nothing(client):
+    for url in ("/index/paths?_search=ab", "/index/image_files?_search=id"):
+        page = client.html(url)
+        assert "each word needs at least 3 characters" in notice(page), url
+    assert "left out 'id': words need at least 3 characters" in notice(client.html("/index/paths?_search=id+rsa"))
+    assert notice(client.html("/index/paths?_search=passwd")) == ""
+    page = client.get(q("/index/files_by_glob", pattern="[z-a]")).text
+    assert "No file can match '[z-a]': it is not a valid glob (bad character range z-a)." in notice(page)
+    assert notice(client.html(q("/index/files_by_glob", pattern=""))).startswith("Type a pattern")
+    assert notice(client.html(q("/index/files_by_glob", pattern="*.pem"))) == ""
+    assert notice(client.html("/index/files_by_glob")) == ""  # the empty form, before any search
+
+
+def test_ghost_rows_carry_a_ready_to_copy_extract_command(client, index_db, tmp_path, monkeypatch):
+    [row] = client.rows("/index/deleted_files")
+    command = row["extract"]
+    assert command == f"layerslayer extract {index_db.web.ref}@{index_db.web.digest} /app/.env --layer 1"
+    page = client.html("/index/deleted_files")
+    assert f'data-copy="{html.escape(command)}"' in page
+    web_id = index_db.image_id(index_db.web.ref)
+    assert f'data-copy="{html.escape(command)}"' in client.html(f"/index/ghost_files?image_id={web_id}")
+    # It writes the deleted file from its layer.
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, shlex.split(command)[1:])
+    assert result.exit_code == 0, result.output
+    [written] = [p for p in tmp_path.rglob(".env") if p.is_file()]  # under extract's default directory
+    assert written.parts[-2:] == ("app", ".env") and written.read_text() == "SECRET=1\n"
+
+
+def test_ghost_commands_match_odd_names_exactly():
+    from layerslayer.datasette_plugin import ghost_extract_command
+    from layerslayer.patterns import compile_patterns
+
+    for path in ("a*b/[x]?.txt", "odd/\udcff-raw", "esc/\x1b]0;title\x07", "sp ace/'quote'"):
+        command = ghost_extract_command("r.example", "team/app", "v1", "sha256:" + "a" * 64, None, "linux/amd64",
+                                        2, path)
+        assert command.isprintable(), command
+        pattern = shlex.split(command)[3]
+        matcher = compile_patterns([pattern])
+        assert matcher(path) and not matcher(path + "x") and not matcher("x" + path), (path, pattern)
+    multi = ghost_extract_command("r.example", "team/app", None, "sha256:" + "a" * 64,
+                                  "application/vnd.oci.image.index.v1+json", "linux/arm64/v8", 0, "etc/shadow")
+    assert multi == f"layerslayer extract r.example/team/app@sha256:{'a' * 64} /etc/shadow --platform linux/arm64/v8 --layer 0"
+
+
+def test_images_overview_shows_platforms_files_and_size_like_the_cli(client, index_db):
+    page = client.html("/")
+    assert 'href="/index/images_overview">images</a>' in page
+    rows = {r["image"]: r for r in client.rows("/index/images_overview")}
+    conn = sqlite3.connect(index_db.path)
+    try:
+        summaries = query.list_images(conn)
+    finally:
+        conn.close()
+    assert set(rows) == {s.reference for s in summaries}
+    for s in summaries:
+        row = rows[s.reference]
+        layers = str(s.layers) if s.layers == s.layers_indexed else f"{s.layers_indexed}/{s.layers}"
+        assert (row["platforms"], row["layers"], row["files"], row["size"], row["image_digest"]) == (
+            ", ".join(p.platform for p in s.platforms), layers, s.files, s.size, s.digest)
+    assert rows[index_db.multi.ref]["platforms"] == "linux/amd64, linux/arm64/v8"
+    page = client.html("/index/images_overview")
+    assert headers(page)[:5] == ["image", "platforms", "layers", "files", "size"]
+    assert f'href="/index/images/{index_db.image_id(index_db.web.ref)}">{index_db.web.ref}</a>' in page
+
+
+def test_row_pages_are_titled_by_what_they_show(client, index_db):
+    page = client.html(f"/index/images/{index_db.image_id(index_db.web.ref)}")
+    assert f"<title>Image {index_db.web.ref} · index</title>" in page
+    assert re.search(rf"<h1[^>]*>Image {re.escape(index_db.web.ref)}</h1>", page)
+    page = client.html(f"/index/layers/{index_db.layer_id(APP.digest)}")
+    short = APP.digest[:19] + "\u2026"
+    assert f"<title>Layer {short} · index</title>" in page
+    assert re.findall(r"<h1[^>]*>(.*?)</h1>", page, re.S) == [f"Layer {short}"]  # not "layers: 2"
+
+
+# ---------------------------------------------------------------------------
 # Layer and image pages, and the commands they show
 
 
@@ -660,6 +781,52 @@ def test_browse_serves_until_ctrl_c(index_db):
         stop_browse(proc)
 
 
+def raw_get(url: str, host_header: str | None) -> tuple[int, bytes]:
+    "A GET over a bare socket with exactly this Host header (None: none at all, HTTP/1.0)."
+    parts = urllib.parse.urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=30) as conn:
+        if host_header is None:
+            conn.sendall(b"GET /index.json HTTP/1.0\r\n\r\n")
+        else:
+            conn.sendall(f"GET /index.json HTTP/1.1\r\nHost: {host_header}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def test_browse_answers_only_its_own_host_names(index_db):
+    "DNS rebinding: a page on evil.example whose name now resolves to 127.0.0.1 gets nothing."
+    proc, url = start_browse(index_db.path)
+    port = urllib.parse.urlsplit(url).port
+    try:
+        for good in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", f"[::1]:{port}"):
+            status, body = raw_get(url, good)
+            assert status == 200 and b"files_by_glob" in body, good
+        for bad in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}",
+                    f"localhost:{port + 1}", "127.0.0.1", "", None):
+            status, body = raw_get(url, bad)
+            assert status == 400 and b"files_by_glob" not in body, bad
+            assert b"DNS rebinding" in body or bad is None
+    finally:
+        stop_browse(proc)
+
+
+def test_browse_host_names_follow_the_bound_address():
+    from layerslayer.browse import allowed_hosts, host_allowed
+
+    assert allowed_hosts("127.0.0.1", 8001) == {"127.0.0.1:8001", "localhost:8001", "[::1]:8001"}
+    assert allowed_hosts("192.0.2.7", 8080) == {"192.0.2.7:8080"}
+    assert allowed_hosts("Recon.Example", 80) == {"recon.example"}
+    assert allowed_hosts("::1", 9) == {"[::1]:9", "localhost:9", "127.0.0.1:9"}
+    # Every interface: IP literals (not rebindable) and this machine's names, on our port.
+    assert allowed_hosts("0.0.0.0", 8001) is None
+    assert host_allowed("192.0.2.7:8001", None, 8001) and host_allowed("[2001:db8::1]:8001", None, 8001)
+    assert host_allowed(f"{socket.gethostname()}:8001", None, 8001)
+    assert not host_allowed("evil.example:8001", None, 8001) and not host_allowed("192.0.2.7:9", None, 8001)
+
+
 # ---------------------------------------------------------------------------
 # A real browser
 
@@ -704,6 +871,15 @@ def screenshot(driver, path: Path) -> Path:
     shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True})
     path.write_bytes(base64.b64decode(shot["data"]))
     return path
+
+
+def keep_screenshots(directory: Path) -> None:
+    "Copy the PNGs to $LAYERSLAYER_SCREENSHOTS, when set, to look at them."
+    if os.environ.get("LAYERSLAYER_SCREENSHOTS"):
+        out = Path(os.environ["LAYERSLAYER_SCREENSHOTS"])
+        out.mkdir(parents=True, exist_ok=True)
+        for png in directory.glob("*.png"):
+            shutil.copy(png, out / png.name)
 
 
 def test_real_browser_home_glob_query_file_layer_image(index_db, chrome, tmp_path):
@@ -755,10 +931,82 @@ def test_real_browser_home_glob_query_file_layer_image(index_db, chrome, tmp_pat
         assert steps == ["ADD rootfs.tar /", "COPY app /app", "RUN rm /app/.env"]
         shot = screenshot(chrome, tmp_path / "4-image.png")
         assert shot.stat().st_size > 10_000
-        if os.environ.get("LAYERSLAYER_SCREENSHOTS"):
-            out = Path(os.environ["LAYERSLAYER_SCREENSHOTS"])
-            out.mkdir(parents=True, exist_ok=True)
-            for png in tmp_path.glob("*.png"):
-                shutil.copy(png, out / png.name)
+        keep_screenshots(tmp_path)
+    finally:
+        stop_browse(proc)
+
+
+def test_real_browser_recon_user_pages(index_db, chrome, tmp_path):
+    "Issue 13, item 17, in a real browser: the find box, ignore case as a checkbox, ghost commands, titles."
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(chrome, 30)
+    proc, url = start_browse(index_db.path)
+    try:
+        chrome.get(url)
+        box = chrome.find_element(By.CSS_SELECTOR, "form.ll-find input[name=pattern]")
+        assert box.get_attribute("placeholder") == "*.pem"
+        assert "is an exact file name" in chrome.find_element(By.CSS_SELECTOR, "form.ll-find .ll-glob-hint").text
+        box.send_keys("*.PEM")
+        chrome.find_element(By.CSS_SELECTOR, "form.ll-find input[name=ignore_case]").click()
+        chrome.find_element(By.CSS_SELECTOR, "form.ll-find input[type=submit]").click()
+        wait.until(EC.title_contains("Files matching a glob"))
+
+        def results():
+            rows = chrome.find_elements(By.CSS_SELECTOR, "table.rows-and-columns tbody tr")
+            return sorted(r.find_element(By.CSS_SELECTOR, "td.col-path").text for r in rows)
+
+        assert results() == ["app/server.pem", "srv/Deploy.PEM"]
+        heads = [th.text for th in chrome.find_elements(By.CSS_SELECTOR, "table.rows-and-columns th")]
+        assert heads[:5] == ["path", "type", "size", "mode", "image"]
+        # ignore_case stays a checkbox, still ticked; untick it and search again.
+        ignore = chrome.find_element(By.CSS_SELECTOR, "form.sql input[name=ignore_case]")
+        assert ignore.get_attribute("type") == "checkbox" and ignore.is_selected()
+        screenshot(chrome, tmp_path / "5-glob-ignore-case.png")
+        ignore.click()
+        chrome.find_element(By.CSS_SELECTOR, "form.sql input[type=submit]").click()
+        wait.until(lambda d: "ignore_case" not in d.current_url)
+        assert results() == ["srv/Deploy.PEM"]
+        ignore = chrome.find_element(By.CSS_SELECTOR, "form.sql input[name=ignore_case]")
+        assert ignore.get_attribute("type") == "checkbox" and not ignore.is_selected()
+
+        # A malformed glob says why it finds nothing.
+        field = chrome.find_element(By.CSS_SELECTOR, "form.sql input[name=pattern]")
+        field.clear()
+        field.send_keys("[z-a]")
+        chrome.find_element(By.CSS_SELECTOR, "form.sql input[type=submit]").click()
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "p.ll-notice")))
+        assert "not a valid glob" in chrome.find_element(By.CSS_SELECTOR, "p.ll-notice").text
+
+        # Ghost files: each row's extract command, with its copy button.
+        chrome.get(url + "index/deleted_files")
+        command = chrome.find_element(By.CSS_SELECTOR, "td.col-extract code.ll-command").text
+        assert command == f"layerslayer extract {index_db.web.ref}@{index_db.web.digest} /app/.env --layer 1"
+        button = chrome.find_element(By.CSS_SELECTOR, "td.col-extract button.ll-copy")
+        assert button.get_attribute("data-copy") == command
+        screenshot(chrome, tmp_path / "6-ghost-files.png")
+        chrome.get(url + "index/ghost_files")
+        assert [th.text for th in chrome.find_elements(By.CSS_SELECTOR, "table.rows-and-columns th")][:5] == [
+            "path", "type", "size", "mode", "image"]
+        cell = chrome.find_element(By.CSS_SELECTOR, "td.col-path")
+        assert cell.find_element(By.CSS_SELECTOR, "button.ll-copy").get_attribute("data-copy") == command
+        screenshot(chrome, tmp_path / "6b-ghost-files-view.png")
+
+        # The images overview, and an image page titled by its reference.
+        chrome.get(url)
+        chrome.find_element(By.LINK_TEXT, "images").click()
+        wait.until(EC.title_contains("Images: platforms"))
+        row = next(r for r in chrome.find_elements(By.CSS_SELECTOR, "table.rows-and-columns tbody tr")
+                   if r.find_element(By.CSS_SELECTOR, "td.col-image").text == index_db.multi.ref)
+        assert row.find_element(By.CSS_SELECTOR, "td.col-platforms").text == "linux/amd64, linux/arm64/v8"
+        screenshot(chrome, tmp_path / "7-images.png")
+        row.find_element(By.CSS_SELECTOR, "td.col-image a").click()
+        wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, "section.ll-image")))
+        assert chrome.title == f"Image {index_db.multi.ref} · index"
+        assert chrome.find_element(By.TAG_NAME, "h1").text == f"Image {index_db.multi.ref}"
+        screenshot(chrome, tmp_path / "8-image-page.png")
+        keep_screenshots(tmp_path)
     finally:
         stop_browse(proc)

@@ -91,7 +91,7 @@ def do_inspect(served, proxy, tmp_path, *opts, ok=True):
     no_traceback(result)
     if ok:
         assert result.exit_code == 0, result.output
-        data = json.loads(result.output)
+        data = json.loads(result.stdout)  # stderr: the -p warning
         assert data["digest"] == served.pushed.digest
         assert [l["digest"] for l in data["layers"]] == [served.big.digest, served.small.digest]
     else:
