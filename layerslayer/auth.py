@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from .errors import AuthError, shown
+from .display import printable
+from .errors import AuthError
 
 log = logging.getLogger("layerslayer")
 
@@ -83,25 +84,25 @@ def _credential_helper(helper: str, server: str, problems: list[str] | None = No
             timeout=30,
         )
     except FileNotFoundError:
-        problems.append(f"docker's credential helper {shown(program)} is not on PATH")
+        problems.append(f"docker's credential helper {printable(program)} is not on PATH")
         return None
     except OSError as error:
-        problems.append(f"docker's credential helper {shown(program)} cannot run: {error.strerror or error}")
+        problems.append(f"docker's credential helper {printable(program)} cannot run: {error.strerror or error}")
         return None
     except subprocess.TimeoutExpired:
-        problems.append(f"docker's credential helper {shown(program)} did not answer within 30 s")
+        problems.append(f"docker's credential helper {printable(program)} did not answer within 30 s")
         return None
     if completed.returncode != 0:
         said = completed.stderr.decode(errors="replace").strip() or completed.stdout.decode(errors="replace").strip()
         if "credentials not found" not in said.lower():  # the helper's normal "nothing stored"
-            problems.append(f"docker's credential helper {shown(program)} failed (exit {completed.returncode}"
-                            f"{': ' + shown(said.splitlines()[0][:200]) if said else ''})")
+            problems.append(f"docker's credential helper {printable(program)} failed (exit {completed.returncode}"
+                            f"{': ' + printable(said.splitlines()[0][:200]) if said else ''})")
         return None
     try:
         data = json.loads(completed.stdout)
         username, secret = data.get("Username"), data.get("Secret")
     except (ValueError, AttributeError):
-        problems.append(f"docker's credential helper {shown(program)} answered something that is not its JSON")
+        problems.append(f"docker's credential helper {printable(program)} answered something that is not its JSON")
         return None
     if not secret or not isinstance(secret, str):
         return None
@@ -125,13 +126,13 @@ def credentials_from_docker_config(registry: str, path: Path | None = None,
     except FileNotFoundError:
         return None
     except OSError as error:
-        problems.append(f"docker's config {shown(str(path))} cannot be read: {error.strerror or error}")
+        problems.append(f"docker's config {printable(str(path))} cannot be read: {error.strerror or error}")
         return None
     except (ValueError, UnicodeDecodeError) as error:
-        problems.append(f"docker's config {shown(str(path))} is not valid JSON ({shown(str(error))})")
+        problems.append(f"docker's config {printable(str(path))} is not valid JSON ({printable(str(error))})")
         return None
     if not isinstance(config, dict):
-        problems.append(f"docker's config {shown(str(path))} is not a JSON object")
+        problems.append(f"docker's config {printable(str(path))} is not a JSON object")
         return None
     wanted = _hosts_for(registry)
 
@@ -320,7 +321,7 @@ class Authenticator:
             # A realm on another host over plain HTTP would read them in clear:
             # ask for an anonymous token instead, and say why once.
             if not self.withheld:
-                self.withheld = (f"your credentials were not sent to the token service at {shown(_origin_of(realm))} "
+                self.withheld = (f"your credentials were not sent to the token service at {printable(_origin_of(realm))} "
                                  f"(plain HTTP to a host that is not loopback)")
                 log.warning("%s: %s", self.registry, self.withheld)
             creds = None

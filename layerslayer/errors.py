@@ -43,9 +43,3 @@ class VerificationError(LayerslayerError):
     "Bytes did not match the digest or size they were promised to have."
 
     exit_code = 3
-
-
-def shown(text: str) -> str:
-    """Control characters escaped, for a server's or a file's words inside a
-    message (to be folded into display's one escaper, issue 14)."""
-    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}" for c in text)

@@ -29,7 +29,8 @@ import requests
 from . import __version__
 from .auth import Authenticator, Credentials
 from .deadline import Deadline, close_with, mount
-from .errors import AuthError, NetworkError, NotFound, RegistryError, VerificationError, shown
+from .display import printable
+from .errors import AuthError, NetworkError, NotFound, RegistryError, VerificationError
 
 log = logging.getLogger("layerslayer")
 
@@ -668,7 +669,7 @@ def tls_reason(error: BaseException, failure: ssl.SSLError | None = None) -> str
         text = re.sub(r"^\[SSL: [A-Z0-9_]+\] ", "", failure.strerror or str(failure))
     else:
         text = str(error)
-    return shown(" ".join(re.sub(r"\s*\(_ssl\.c:\d+\)", "", text).split()))
+    return printable(" ".join(re.sub(r"\s*\(_ssl\.c:\d+\)", "", text).split()))
 
 
 def short_reason(error: Exception) -> str:
@@ -702,5 +703,5 @@ def _path(url: str) -> str:
 
 def _origin(url: str) -> str:
     parts = urlparse(url)
-    return shown(f"{parts.scheme}://{parts.netloc}")
+    return printable(f"{parts.scheme}://{parts.netloc}")
 
