@@ -911,26 +911,31 @@ WINDOW_DIVISOR = 8
 
 
 def ranged_chunks(client: RegistryClient, repository: str, digest: str, size: int,
-                  chunk_size: int = EXTRACT_CHUNK) -> Iterator[bytes]:
+                  chunk_size: int = EXTRACT_CHUNK, *, start: int = 0, window: int | None = None,
+                  on_whole: Callable[[str], None] | None = None) -> Iterator[bytes]:
     """A blob of known ``size`` read in growing ``Range`` windows (206 checked).
 
     A broken connection re-requests the rest of its window (up to
     ``client.retries`` times in a row); a registry that refuses ranges is
-    read in one streaming GET instead.
+    read in one streaming GET instead (``on_whole`` hears why). With
+    ``start``, bytes ``start`` to ``size - 1`` only; with ``window``, in
+    windows of that size (one request when it covers them all).
     """
     import requests
 
-    offset = 0
+    offset = start
     failures = 0
     while offset < size:
-        window = max(MIN_WINDOW, min(MAX_WINDOW, offset // WINDOW_DIVISOR))
-        end = min(size, offset + window) - 1
+        step = window or max(MIN_WINDOW, min(MAX_WINDOW, (offset - start) // WINDOW_DIVISOR))
+        end = min(size, offset + step) - 1
         try:
             response = client.open_blob(repository, digest, start=offset, end=end)
         except RegistryError as error:
             if "Range" not in str(error) and "range" not in str(error):
                 raise
             log.debug("%s: %s; reading it in one request", digest, error)
+            if on_whole:
+                on_whole(str(error))
             skip = offset
             for chunk in client.iter_blob(repository, digest, chunk_size=chunk_size):
                 if skip:
@@ -939,7 +944,13 @@ def ranged_chunks(client: RegistryClient, repository: str, digest: str, size: in
                         continue
                     chunk = chunk[skip:]
                     skip = 0
-                yield chunk
+                if offset + len(chunk) > size:
+                    chunk = chunk[: size - offset]
+                offset += len(chunk)
+                if chunk:
+                    yield chunk
+                if offset >= size:
+                    return
             return
         try:
             for chunk in response.iter_content(chunk_size):
@@ -1039,6 +1050,7 @@ class LayerPlan:
 
     offsets: set[int] | None
     last_offset: int
+    seek: object = None  # a seekable.SeekPlan when the index has checkpoints before these entries
 
 
 def _layer_index(layer) -> int | None:
@@ -1092,6 +1104,7 @@ def extract_files(
     verify: bool = False,
     report: ExtractReport | None = None,
     on_written: Callable[[WrittenEntry], None] | None = None,
+    message: Callable[[str], None] | None = None,
 ) -> ExtractReport:
     """Write the entries of ``layers`` whose paths match ``patterns`` under ``out_dir``.
 
@@ -1103,8 +1116,10 @@ def extract_files(
     (they are listed in ``report.deleted``). When every pattern names one
     exact path, reading stops as soon as the last of them is written. With a
     ``plan`` (from the index, see :func:`plan_extraction`) only the planned
-    entries are written and each layer is read only up to its last one.
-    ``verify`` reads every layer it opens to its end to check its digest.
+    entries are written and each layer is read only up to its last one
+    (from the checkpoint before its first one when the plan has one, see
+    :func:`open_layer`). ``verify`` reads every layer it opens to its end to
+    check its digest. ``message`` hears about partial reads once.
     """
     started = time.monotonic()
     parsed = [p if isinstance(p, Pattern) else parse_pattern(p, ignore_case) for p in patterns]
@@ -1122,7 +1137,7 @@ def extract_files(
                 if plan is not None and layer_plan is None:
                     continue
                 index = _layer_index(layer)
-                stream = LayerStream(client, repository, layer.digest, layer.media_type, layer.size)
+                stream = open_layer(client, repository, layer, layer_plan, verify=verify, message=message)
                 read = LayerRead(layer.digest, index, 0, False)
                 report.layers.append(read)
                 tree.begin_layer()
@@ -1182,6 +1197,39 @@ def extract_files(
             report.modes_dropped.extend(tree.modes_dropped)
             report.seconds = time.monotonic() - started
     return report
+
+
+def open_layer(client: RegistryClient, repository: str, layer, layer_plan: LayerPlan | None = None, *,
+               verify: bool = False, message: Callable[[str], None] | None = None):
+    """A :class:`LayerStream`, or with a plan that has a checkpoint (and no
+    ``verify``) a ``seekable.SeekStream`` over one Range request from the
+    checkpoint to the end of the planned entries."""
+    seek = layer_plan.seek if layer_plan is not None and not verify else None
+    if seek is None or not layer.size:
+        return LayerStream(client, repository, layer.digest, layer.media_type, layer.size)
+    from .seekable import SeekStream
+
+    say = message or (lambda text: None)
+    stop = layer.size if seek.end is None else seek.end + 1
+    chunks = ranged_chunks(client, repository, layer.digest, stop, start=seek.start, window=stop - seek.start,
+                           on_whole=lambda why: say(f"{client.registry} ignores Range requests: "
+                                                    "reading layers from their start instead"))
+    say("read part of a layer from an index checkpoint: sizes checked, the layer digest cannot be "
+        "(--verify reads whole layers)")
+    return SeekStream(chunks, seek, layer.digest)
+
+
+def say_once(message: Callable[[str], None] | None) -> Callable[[str], None]:
+    "``message`` that says each distinct text only once (a no-op for None)."
+    if message is None:
+        return lambda text: None
+    seen: set[str] = set()
+
+    def say(text: str) -> None:
+        if text not in seen:
+            seen.add(text)
+            message(text)
+    return say
 
 
 def _write_one(tree: SafeTree, entry: tarstream.Entry, stream: LayerStream, layer, report: ExtractReport,
@@ -1309,7 +1357,21 @@ def plan_from_index(db, layers: Sequence, patterns: Sequence[str | Pattern], *, 
         if rows is None:
             return None
         stack.append((layer, rows))
-    return plan_extraction(stack, parsed, merged=merged, report=report)
+    plans = plan_extraction(stack, parsed, merged=merged, report=report)
+    add_seek_plans(db, plans, {layer.digest: layer for layer in layers})
+    return plans
+
+
+def add_seek_plans(db, plans: dict[str, LayerPlan], layers: dict) -> None:
+    "Give each plan whose layer has checkpoints before its entries the Range to read them with."
+    from .seekable import plan_seek
+    from .store import entry_extents, layer_checkpoints
+
+    for digest, layer_plan in plans.items():
+        rows = layer_checkpoints(db, digest)
+        if rows and layer_plan.offsets:
+            layer = layers.get(digest)
+            layer_plan.seek = plan_seek(rows, entry_extents(db, digest, layer_plan.offsets), getattr(layer, "size", None))
 
 
 # -- commands as library calls -----------------------------------------------------------
@@ -1592,7 +1654,12 @@ def extract_image(
     if skipped and message:
         message(f"{len(skipped)} foreign layer(s) are not distributed by the registry and were not read")
     layers = [lay for lay in layers if not lay.foreign]
+    message = say_once(message)
     if stdout is not None:
+        if db_path is not None:
+            report = cat_indexed(client, ref.repository, layers, parsed[0], stdout, db_path, merged=merged, message=message)
+            if report is not None:
+                return report
         return cat_file(client, ref.repository, layers, parsed[0], stdout, merged=merged)
     plan = None
     report = ExtractReport(Path(out_dir))
@@ -1610,5 +1677,48 @@ def extract_image(
                 message(f"{db_path} does not index every layer of {ref.short}: reading the layers instead")
     return extract_files(
         client, ref.repository, layers, parsed, out_dir, keep_modes=keep_modes, merged=merged,
-        plan=plan, verify=verify, report=report, on_written=on_written,
+        plan=plan, verify=verify, report=report, on_written=on_written, message=message,
     )
+
+
+def cat_indexed(client: RegistryClient, repository: str, layers: Sequence, pattern: Pattern, out: BinaryIO,
+                db_path, *, merged: bool = True, message: Callable[[str], None] | None = None) -> ExtractReport | None:
+    """:func:`cat_file` for one regular file that the index at ``db_path``
+    places: its layer is read only up to it (from a checkpoint when there is
+    one). None when the index cannot say (a layer not indexed, no match, a
+    link): then :func:`cat_file` reads the layers."""
+    from .store import open_db
+
+    started = time.monotonic()
+    db = open_db(db_path, must_exist=True)
+    try:
+        plans = plan_from_index(db, layers, [pattern], merged=merged)
+    finally:
+        db.close()
+    if not plans:
+        if plans is None and message:
+            message(f"{db_path} does not index every layer of the image: reading the layers instead")
+        return None
+    digest, layer_plan = next(iter(plans.items()))  # the top layer holding a match
+    layer = next(lay for lay in layers if lay.digest == digest)
+    report = ExtractReport(None)
+    stream = open_layer(client, repository, layer, layer_plan, message=message)
+    read = LayerRead(layer.digest, _layer_index(layer), 0, False)
+    report.layers.append(read)
+    try:
+        for entry in stream.entries():
+            if entry.offset not in layer_plan.offsets:
+                continue
+            if entry.type != "file":
+                return None  # links and the rest: cat_file knows them
+            for piece in stream.reader.iter_content():
+                out.write(piece)
+            out.flush()
+            report.written.append(WrittenEntry(entry.path, "file", entry.size, read.layer, layer.digest, ""))
+            break
+    finally:
+        read.fetched = stream.fetched
+        read.complete = stream.complete
+        stream.close()
+        report.seconds = time.monotonic() - started
+    return report

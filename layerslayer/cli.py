@@ -299,8 +299,11 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 @click.option("--page-size", type=click.IntRange(min=1), help="Page size for tag and catalog listings.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1, max=32), default=2, show_default=True, help="Layers downloaded at once.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors and the summary line.")
+@click.option("--span", metavar="SIZE", default="4M", show_default=True,
+              help="Checkpoint gzip layers of 8 MiB or more every SIZE of compressed bytes, so `cat` and "
+                   "`extract --db` read one file with one small Range request (0: no checkpoints).")
 @registry_options
-def index(db, references, platform, all_platforms, all_tags, catalog, limit, page_size, jobs, quiet, client_options):
+def index(db, references, platform, all_platforms, all_tags, catalog, limit, page_size, jobs, quiet, span, client_options):
     """Index layer file listings of images into the SQLite database DB.
 
     Layers are streamed from the registry and only their tar headers kept;
@@ -317,6 +320,7 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
 
     if platform and all_platforms:
         raise click.UsageError("--platform and --all-platforms are mutually exclusive")
+    span_bytes = _span(span)
     if limit and not catalog:
         raise click.UsageError("--limit goes with --catalog")
     if catalog:
@@ -329,11 +333,24 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
         refs = [parse_reference(text) for text in references]
     summary = index_images(
         db, refs, options=client_options, platform=platform, all_platforms=all_platforms,
-        all_tags=all_tags, jobs=jobs, page_size=page_size, progress=_progress(quiet),
+        all_tags=all_tags, jobs=jobs, page_size=page_size, progress=_progress(quiet), span=span_bytes,
     )
     click.echo(summary.as_line())
     if not summary.ok:
         sys.exit(1)
+
+
+def _span(text: str) -> int:
+    from .errors import UsageError
+    from .query import parse_size
+
+    try:
+        value = parse_size(text)
+    except UsageError as error:
+        raise click.BadParameter(str(error), param_hint="--span")
+    if value and value < 64 << 10:
+        raise click.BadParameter("give 0 (no checkpoints) or at least 64K", param_hint="--span")
+    return value
 
 
 # -- save / export / extract (issue 5) ------------------------------------------------
@@ -624,6 +641,54 @@ def extract(reference, patterns, platform, layer, out_dir, to_stdout, db_path, i
 
 
 extract.help += _BLOB_EXIT_STATUS
+
+
+@cli.command()
+@click.argument("reference")
+@click.argument("path")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to read (default: this machine's, else the first).")
+@click.option("--layer", metavar="N|DIGEST", help="Read only this layer (index or digest), deleted files included.")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="An index of the image: read only the layer holding PATH, from the checkpoint before it.")
+@click.option("--verify", is_flag=True, help="Read whole layers and check their digests (no partial reads).")
+@registry_options
+def cat(reference, path, platform, layer, db_path, verify, client_options):
+    """Write the file PATH of image REFERENCE to standard output.
+
+    PATH is the file as the image shows it (a later layer's copy wins;
+    symbolic links are followed inside the image); --layer N reads it from
+    one layer. With --db, an index made by `layerslayer index` that holds
+    the image, only the layer with PATH is read, up to PATH; when the index
+    has checkpoints for that layer, with one Range request from the
+    checkpoint before PATH (a few MiB, not the whole layer). A partial read
+    checks the file's size but not the layer's digest: --verify reads whole
+    layers.
+
+    \b
+    Examples:
+        layerslayer cat alpine:3.20 /etc/os-release
+        layerslayer cat python:3.12 /usr/share/man/man1/python3.12.1 --db images.db | man -l -
+    """
+    from .blobs import extract_image
+    from .errors import UsageError
+
+    def message(text: str) -> None:
+        click.echo(f"note: {text}", err=True)
+
+    try:
+        report = extract_image(
+            reference, [path], options=client_options, platform=platform, layer=layer,
+            stdout=sys.stdout.buffer, db_path=None if verify else db_path, verify=verify, message=message,
+        )
+    except UsageError as error:
+        raise click.UsageError(str(error))
+    from .query import printable
+
+    for refused in report.refused:
+        click.echo(f"Error: {printable(refused.reason)}", err=True)
+    if not report.written and not report.refused:
+        click.echo(f"Error: no file {printable(path)} in {printable(reference)}", err=True)
+    sys.exit(0 if report.written else 1)
 
 
 # -- browse (issue 7) ------------------------------------------------------------------
