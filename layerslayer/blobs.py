@@ -1051,6 +1051,8 @@ class LayerPlan:
     offsets: set[int] | None
     last_offset: int
     seek: object = None  # a seekable.SeekPlan when the index has checkpoints before these entries
+    paths: set[str] = field(default_factory=set)  # the paths of those entries
+    toc: bool = False  # listed from its table of contents: each file is read by its TOC offsets
 
 
 def _layer_index(layer) -> int | None:
@@ -1068,6 +1070,7 @@ def plan_extraction(layer_rows: Sequence[tuple[object, Iterable[tuple[str, str, 
     plans: dict[str, LayerPlan] = {}
     for layer, rows in layer_rows:
         offsets: set[int] = set()
+        paths: set[str] = set()
         for path, kind, offset in rows:
             hidden = view.hidden(path) if view else None
             if view:
@@ -1083,10 +1086,11 @@ def plan_extraction(layer_rows: Sequence[tuple[object, Iterable[tuple[str, str, 
                         report.shadowed += 1
                 continue
             offsets.add(offset)
+            paths.add(path)
         if view:
             view.end_layer()
         if offsets:
-            plans[layer.digest] = LayerPlan(offsets, max(offsets))
+            plans[layer.digest] = LayerPlan(offsets, max(offsets), paths=paths)
     return plans
 
 
@@ -1137,6 +1141,10 @@ def extract_files(
                 if plan is not None and layer_plan is None:
                     continue
                 index = _layer_index(layer)
+                if layer_plan is not None and layer_plan.toc and not verify:
+                    tree.begin_layer()
+                    _extract_by_toc(client, repository, layer, layer_plan, tree, report, on_written, message)
+                    continue
                 stream = open_layer(client, repository, layer, layer_plan, verify=verify, message=message)
                 read = LayerRead(layer.digest, index, 0, False)
                 report.layers.append(read)
@@ -1217,6 +1225,60 @@ def open_layer(client: RegistryClient, repository: str, layer, layer_plan: Layer
     say("read part of a layer from an index checkpoint: sizes checked, the layer digest cannot be "
         "(--verify reads whole layers)")
     return SeekStream(chunks, seek, layer.digest)
+
+
+class _Fetcher:
+    "``fetch_range`` for the toc module, counting the bytes."
+
+    def __init__(self, client: RegistryClient, repository: str, digest: str):
+        self.client, self.repository, self.digest = client, repository, digest
+        self.fetched = 0
+
+    def __call__(self, start: int, end: int) -> bytes:
+        data = self.client.get_blob_range(self.repository, self.digest, start, end)
+        self.fetched += len(data)
+        return data
+
+
+def _toc_entries(client: RegistryClient, repository: str, layer, layer_plan: LayerPlan, report: ExtractReport,
+                 message: Callable[[str], None] | None):
+    """The planned entries of a layer listed from its TOC, each with a function
+    giving its content (fetched by the TOC's offsets, chunk digests checked)."""
+    from . import toc
+
+    fetch = _Fetcher(client, repository, layer.digest)
+    read = LayerRead(layer.digest, _layer_index(layer), 0, False)
+    report.layers.append(read)
+    if message:
+        message("read files of a lazy-pull layer by their table of contents: chunk digests checked, "
+                "the layer digest cannot be (--verify reads whole layers)")
+    try:
+        doc = toc.read_document(fetch, layer.size, layer.annotations or {})
+        what = f"layer {layer.digest}"
+        for entry in doc.entries():
+            if entry.path not in layer_plan.paths or entry.offset not in layer_plan.offsets:
+                continue
+            if entry.type == "file" and entry.size:
+                chunks, digest = toc.file_chunks(doc, entry.path)
+                yield entry, lambda chunks=chunks, digest=digest: toc.read_chunks(fetch, doc.kind, chunks, digest, what)
+            else:
+                yield entry, lambda: iter(())
+    finally:
+        read.fetched = fetch.fetched
+
+
+def _extract_by_toc(client: RegistryClient, repository: str, layer, layer_plan: LayerPlan, tree: SafeTree,
+                    report: ExtractReport, on_written, message) -> None:
+    for entry, content in _toc_entries(client, repository, layer, layer_plan, report, message):
+        _write_one(tree, entry, _Content(content), layer, report, on_written)
+
+
+class _Content:
+    "What :func:`_write_one` reads a file's content from (``stream.reader.iter_content()``)."
+
+    def __init__(self, content: Callable[[], Iterator[bytes]]):
+        self.reader = self
+        self.iter_content = content
 
 
 def say_once(message: Callable[[str], None] | None) -> Callable[[str], None]:
@@ -1365,9 +1427,12 @@ def plan_from_index(db, layers: Sequence, patterns: Sequence[str | Pattern], *, 
 def add_seek_plans(db, plans: dict[str, LayerPlan], layers: dict) -> None:
     "Give each plan whose layer has checkpoints before its entries the Range to read them with."
     from .seekable import plan_seek
-    from .store import entry_extents, layer_checkpoints
+    from .store import entry_extents, layer_checkpoints, layer_listed_via
 
     for digest, layer_plan in plans.items():
+        if (layer_listed_via(db, digest) or "").endswith("-toc"):
+            layer_plan.toc = True
+            continue
         rows = layer_checkpoints(db, digest)
         if rows and layer_plan.offsets:
             layer = layers.get(digest)
@@ -1702,6 +1767,17 @@ def cat_indexed(client: RegistryClient, repository: str, layers: Sequence, patte
     digest, layer_plan = next(iter(plans.items()))  # the top layer holding a match
     layer = next(lay for lay in layers if lay.digest == digest)
     report = ExtractReport(None)
+    if layer_plan.toc:
+        for entry, content in _toc_entries(client, repository, layer, layer_plan, report, message):
+            if entry.type != "file":
+                return None
+            for piece in content():
+                out.write(piece)
+            out.flush()
+            report.written.append(WrittenEntry(entry.path, "file", entry.size, _layer_index(layer), layer.digest, ""))
+            break
+        report.seconds = time.monotonic() - started
+        return report
     stream = open_layer(client, repository, layer, layer_plan, message=message)
     read = LayerRead(layer.digest, _layer_index(layer), 0, False)
     report.layers.append(read)

@@ -460,6 +460,12 @@ def layer_status(db, digest: str) -> str | None:
     return row[0] if row else None
 
 
+def layer_listed_via(db, digest: str) -> str | None:
+    "How an indexed layer was listed: ``stream``, ``estargz-toc``, ``zstd-chunked-toc`` (None if unknown)."
+    row = db.execute("SELECT listed_via FROM layers WHERE digest = ?", [digest]).fetchone()
+    return row[0] if row else None
+
+
 def layer_checkpoints(db, digest: str) -> list[tuple[int, int, bytes]]:
     "(uncompressed offset, bit offset, packed window) of a layer's checkpoints, in order."
     return [tuple(row) for row in db.execute(

@@ -5,6 +5,8 @@ checkpoint before it. Bytes are counted at the fault proxy."""
 from __future__ import annotations
 
 import gzip
+import os
+import tarfile
 import random
 import sqlite3
 import zlib
@@ -205,3 +207,98 @@ def test_index_of_another_blob_is_caught_by_the_size_check(registry, big_image, 
     result = run("cat", pushed.ref, "/usr/share/man/man1/tool.1", "--db", db, "--plain-http")
     assert result.exit_code != 0
     assert "the index says" in result.output and "Traceback" not in result.output
+
+
+# -- lazy-pull layers: files by their TOC offsets --------------------------------------
+
+
+def lazy_files():
+    from lazy_layers import member
+
+    rng = random.Random(3)
+    return [
+        member("etc", tarfile.DIRTYPE),
+        member("usr/lib/big.so", data=rng.randbytes(3_000_000)),
+        member("usr/share/man/man1/tool.1", data=text(20_000, 4)),
+        member("usr/lib/more.so", data=rng.randbytes(2_000_000)),
+        member("usr/bin/t", tarfile.SYMTYPE, linkname="../lib/big.so"),
+    ]
+
+
+@pytest.fixture(scope="module", params=["estargz", "zstd-chunked"])
+def lazy_image(request, registry, tmp_path_factory):
+    from harness.builder import raw_layer
+    from lazy_layers import build_estargz, build_zstd_chunked
+
+    builder = build_estargz if request.param == "estargz" else build_zstd_chunked
+    lazy = builder(lazy_files(), **({"chunk_size": 1 << 20} if request.param == "estargz" else {}))
+    lay = raw_layer(lazy.blob, media_type=lazy.media_type, annotations=lazy.annotations, diff_id=lazy.diff_id)
+    pushed = push_image(registry, f"seek/lazy-{request.param}:v1", layers=[lay])
+    db = tmp_path_factory.mktemp("lazy") / "lazy.db"
+    result = run("index", db, pushed.ref, "--quiet", "--plain-http")
+    assert result.exit_code == 0, result.output
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT listed_via FROM layers").fetchone()[0] == f"{request.param}-toc"
+    return pushed, lay, db, {m[0].name: m[1] for m in lazy_files()}
+
+
+def test_cat_reads_a_lazy_layer_file_by_its_toc_offsets(lazy_image, fault_proxy):
+    pushed, lay, db, data = lazy_image
+    fault_proxy.clear_records()
+    result = run("cat", proxied(pushed.ref, fault_proxy), "/usr/share/man/man1/tool.1", "--db", db, "--plain-http")
+    assert result.exit_code == 0, result.output
+    want = data["usr/share/man/man1/tool.1"]
+    assert result.stdout_bytes == want
+    served = fault_proxy.bytes_served(lay.digest)
+    # the TOC (the blob's last 64 KiB) and the file's compressed chunk, nothing else
+    assert served <= len(zlib.compress(want)) + 1024 + (64 << 10), served
+
+
+def test_extract_reads_chunked_lazy_files_and_links_by_toc(lazy_image, fault_proxy, tmp_path):
+    pushed, lay, db, data = lazy_image
+    fault_proxy.clear_records()
+    result = run("extract", proxied(pushed.ref, fault_proxy), "/usr/lib/big.so", "/usr/bin/t", "--db", db,
+                 "-o", tmp_path, "--plain-http")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "usr/lib/big.so").read_bytes() == data["usr/lib/big.so"]
+    assert os.readlink(tmp_path / "usr/bin/t") == "../lib/big.so"
+    assert not (tmp_path / "usr/lib/more.so").exists()
+    assert fault_proxy.bytes_served(lay.digest) <= 3_000_000 + 4096 + (64 << 10)
+
+
+def test_a_lazy_chunk_that_does_not_match_its_digest_is_refused(lazy_image, fault_proxy, tmp_path):
+    pushed, lay, db, data = lazy_image
+    blob_size = lay.size
+    fault_proxy.corrupt(lay.digest, offset=200_000, times=None)  # a chunk, not the TOC
+    result = run("cat", proxied(pushed.ref, fault_proxy), "/usr/lib/big.so", "--db", db, "--plain-http")
+    assert result.exit_code != 0
+    assert ("digest mismatch" in result.output or "corrupt chunk" in result.output), result.output
+    assert "Traceback" not in result.output and blob_size
+
+
+@pytest.mark.parametrize("kind", ["estargz", "zstd-chunked"])
+@pytest.mark.parametrize("damage", ["chunkDigest", "digest"])
+def test_toc_chunk_and_file_digests_are_checked(kind, damage):
+    from lazy_layers import build_estargz, build_zstd_chunked
+
+    from layerslayer import toc
+    from layerslayer.errors import VerificationError
+
+    lazy = (build_estargz if kind == "estargz" else build_zstd_chunked)(lazy_files())
+
+    def fetch(start, end):
+        return lazy.blob[start:end + 1]
+
+    doc = toc.read_document(fetch, len(lazy.blob), lazy.annotations)
+    chunks, digest = toc.file_chunks(doc, "usr/share/man/man1/tool.1")
+    assert b"".join(toc.read_chunks(fetch, kind, chunks, digest, "x")) == dict(
+        (m[0].name, m[1]) for m in lazy_files())["usr/share/man/man1/tool.1"]
+    if damage == "chunkDigest":
+        if not chunks[0].digest:
+            chunks[0].digest = "sha256:" + "0" * 64  # zstd:chunked files of one chunk carry only "digest"
+        else:
+            chunks[0].digest = "sha256:" + "1" * 64
+    else:
+        digest = "sha256:" + "2" * 64
+    with pytest.raises(VerificationError, match="digest mismatch"):
+        b"".join(toc.read_chunks(fetch, kind, chunks, digest, "x"))
