@@ -1480,6 +1480,7 @@ class SaveSummary:
     errors: list[LayerslayerError] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)  # layers not distributed by the registry
     seconds: float = 0.0
+    written_to: Path | None = None  # with a format: the OCI layout directory / docker-archive file
 
     @property
     def bytes_fetched(self) -> int:
@@ -1507,10 +1508,13 @@ def save_image(
     progress_factory=None,
     on_result: Callable[[DownloadResult], None] | None = None,
     on_error: Callable[[str, LayerslayerError], None] | None = None,
+    format: str | None = None,  # noqa: A002
 ) -> SaveSummary:
     """Save an image's layers (``layers`` selectors, or ``all_layers``) and/or
     its config blob under ``out_dir``. Errors on one blob are collected and the
-    others go on; the summary has them."""
+    others go on; the summary has them. With ``format`` ("oci" or
+    "docker-archive", see :mod:`layout`) the whole image is written in
+    ``out_dir`` in that format instead (named by :func:`layout.default_name`)."""
     from .image import open_image
     from .options import ClientOptions
     from .reference import parse_reference
@@ -1519,8 +1523,28 @@ def save_image(
     ref = parse_reference(reference)
     client = (options or ClientOptions()).client(ref)
     _, image = open_image(client, ref, platform)
-    chosen = list(image.layers) if all_layers else select_layers(image.layers, layers)
     summary = SaveSummary()
+    if format is not None:
+        from . import layout
+
+        if format not in layout.FORMATS:
+            raise UsageError(f"unknown format {format!r}: use one of {', '.join(layout.FORMATS)}")
+        if layers:
+            raise UsageError("a format writes the whole image (loaders need every layer): drop the layer selection")
+        writer = layout.write_oci_layout if format == "oci" else layout.write_docker_archive
+        target = Path(out_dir) / layout.default_name(ref, image, format)
+        try:
+            written = writer(client, ref, image, target, progress_factory=progress_factory, on_result=on_result)
+        except LayerslayerError as error:
+            summary.errors.append(error)
+            if on_error:
+                on_error(image.manifest_digest, error)
+        else:
+            summary.results = written.blobs
+            summary.written_to = written.path
+        summary.seconds = time.monotonic() - started
+        return summary
+    chosen = list(image.layers) if all_layers else select_layers(image.layers, layers)
     jobs: list[tuple[str, str, int | None]] = []
     for layer in chosen:
         if layer.foreign:

@@ -452,8 +452,11 @@ def _echo_extract_report(report, out_dir) -> None:
 @click.option("--config", "config", is_flag=True, help="Save the config blob too (as <digest hex>.json).")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default="downloads",
               show_default=True, help="Directory to save into.")
+@click.option("--format", "fmt", type=click.Choice(["blobs", "oci", "docker-archive"]), default="blobs", show_default=True,
+              help="oci: the whole image as an OCI layout directory DIR/<repo>_<tag>.oci (skopeo copy oci:..., crane); "
+                   "docker-archive: as a tar DIR/<repo>_<tag>.tar (docker load).")
 @registry_options
-def save(reference, platform, layers, all_layers, config, out_dir, client_options):
+def save(reference, platform, layers, all_layers, config, out_dir, fmt, client_options):
     """Save an image's layer blobs (and config) to DIR, verified by digest.
 
     Blobs go to DIR/<registry>/<repository>/<digest hex>.<tar.gz|tar.zst|tar>.
@@ -470,7 +473,9 @@ def save(reference, platform, layers, all_layers, config, out_dir, client_option
     from .blobs import save_image
     from .display import human_size
 
-    if not (layers or all_layers or config):
+    if fmt != "blobs" and (layers or config):
+        raise click.UsageError(f"--format {fmt} writes the whole image: drop --layer/--config")
+    if fmt == "blobs" and not (layers or all_layers or config):
         raise click.UsageError("choose what to save: --layer N|DIGEST, --all, and/or --config")
     if layers and all_layers:
         raise click.UsageError("--layer and --all are mutually exclusive")
@@ -478,7 +483,10 @@ def save(reference, platform, layers, all_layers, config, out_dir, client_option
         reference, options=client_options, platform=platform, layers=layers, all_layers=all_layers,
         config=config, out_dir=out_dir, progress_factory=_blob_progress_factory(), on_result=_echo_download,
         on_error=lambda digest, error: click.echo(f"failed   {digest}: {error}", err=True),
+        format=None if fmt == "blobs" else fmt,
     )
+    if summary.written_to is not None:
+        click.echo(f"wrote    {_shown(summary.written_to)} ({fmt})")
     for digest in summary.foreign:
         click.echo(f"foreign  {digest}: not distributed by this registry, not saved", err=True)
     skipped = sum(1 for r in summary.results if r.skipped)
