@@ -1593,10 +1593,11 @@ class ExportItem:
 class ExportSummary:
     items: list[ExportItem] = field(default_factory=list)
     seconds: float = 0.0
+    images: list = field(default_factory=list)  # with a format: layout.LayoutResult of each image written
 
     @property
     def bytes_fetched(self) -> int:
-        return sum(item.fetched for item in self.items)
+        return sum(item.fetched for item in self.items) + sum(image.fetched for image in self.images)
 
     @property
     def errors(self) -> list[LayerslayerError]:
@@ -1625,11 +1626,14 @@ def export_layers(
     options=None,
     progress_factory=None,
     on_item: Callable[[ExportItem], None] | None = None,
+    format: str | None = None,  # noqa: A002
 ) -> ExportSummary:
     """Save the layers of the index that hold files matching ``patterns`` (or
     the layers named by ``digests``), each fetched from a registry and
     repository it was indexed from. With ``files``, write only the matching
-    files, under ``out_dir/<registry>/<repository>/<digest hex>/``."""
+    files, under ``out_dir/<registry>/<repository>/<digest hex>/``. With
+    ``format`` ("oci" or "docker-archive"), write each indexed image holding
+    one of those layers, whole, in that format (see :func:`export_images`)."""
     from .options import ClientOptions
     from .query import LayerMatch, layers_matching
     from .store import layer_sources, open_db
@@ -1658,9 +1662,15 @@ def export_layers(
             if rows[0][0] not in {layer.digest for layer in selected}:
                 selected.append(LayerMatch(rows[0][0], rows[0][1], rows[0][2], 0, 0, 0))
         sources = {layer.digest: layer.sources or layer_sources(db, layer.digest) for layer in selected}
+        if format is not None:
+            from .store import images_with_layer
+
+            holders = {layer.digest: images_with_layer(db, layer.digest) for layer in selected}
     finally:
         db.close()
     summary = ExportSummary()
+    if format is not None:
+        return export_images(selected, holders, format, out_dir, options, progress_factory, on_item, summary, started)
     clients: dict[str, RegistryClient] = {}
     for layer in selected:
         item = ExportItem(layer)
@@ -1689,6 +1699,47 @@ def export_layers(
                 item.error = error
                 if not isinstance(error, (NotFound, AuthError)):
                     break  # a verification or network failure: not a reason to try elsewhere
+        if on_item:
+            on_item(item)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def export_images(selected: Sequence, holders: dict, format: str, out_dir, options, progress_factory,  # noqa: A002
+                  on_item: Callable[[ExportItem], None] | None, summary: ExportSummary, started: float) -> ExportSummary:
+    """Write each image holding one of the ``selected`` layers (``holders``:
+    digest -> [(registry, repository, tag, manifest digest)]) whole, in
+    ``format``, under ``out_dir``: one item per layer, one layout per image."""
+    from . import layout
+    from .image import open_image
+    from .reference import Reference
+
+    if format not in layout.FORMATS:
+        raise UsageError(f"unknown format {format!r}: use one of {', '.join(layout.FORMATS)}")
+    clients: dict[str, RegistryClient] = {}
+    done: dict[str, LayerslayerError | None] = {}  # manifest digest -> the error writing it, if any
+    for layer in selected:
+        item = ExportItem(layer)
+        summary.items.append(item)
+        images = holders.get(layer.digest) or []
+        if not images:
+            item.error = LayerslayerError(f"the index knows no image holding layer {layer.digest}")
+        for registry, repository, tag, manifest_digest in images:
+            item.registry, item.repository = registry, repository
+            if manifest_digest not in done:
+                ref = Reference(registry, repository, tag, manifest_digest)
+                client = clients.get(registry) or clients.setdefault(registry, options.client(registry))
+                writer = layout.write_oci_layout if format == "oci" else layout.write_docker_archive
+                try:
+                    _, image = open_image(client, ref)
+                    target = Path(out_dir) / layout.default_name(ref, image, format)
+                    summary.images.append(writer(client, ref, image, target, progress_factory=progress_factory))
+                    done[manifest_digest] = None
+                except LayerslayerError as error:
+                    done[manifest_digest] = error
+            item.error = done[manifest_digest]
+            if item.error is None:
+                break  # one image holding the layer is enough
         if on_item:
             on_item(item)
     summary.seconds = time.monotonic() - started

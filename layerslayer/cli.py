@@ -513,8 +513,10 @@ save.help += _BLOB_EXIT_STATUS
 @click.option("--keep-modes", is_flag=True, help="With --files: keep setuid/setgid bits.")
 @click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default="downloads",
               show_default=True, help="Directory to save into.")
+@click.option("--format", "fmt", type=click.Choice(["blobs", "oci", "docker-archive"]), default="blobs", show_default=True,
+              help="oci / docker-archive: write each indexed image holding such a layer, whole, as `save --format` does.")
 @registry_options
-def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, client_options):
+def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, fmt, client_options):
     """Save the layers of index DB that hold matching files (or are named).
 
     Each layer is fetched from a registry and repository it was indexed
@@ -540,6 +542,8 @@ def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, clien
         raise click.UsageError("choose layers with --match PATTERN or --layer DIGEST")
     if files and digests:
         raise click.UsageError("--files goes with --match, not --layer")
+    if files and fmt != "blobs":
+        raise click.UsageError(f"--files and --format {fmt} are mutually exclusive")
     for pattern in patterns:
         if not pattern.strip("/"):
             raise click.UsageError(f"pattern {pattern!r} is empty")
@@ -559,7 +563,10 @@ def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, clien
     summary = export_layers(
         db, patterns=patterns, digests=digests, ignore_case=ignore_case, files=files, keep_modes=keep_modes,
         out_dir=out_dir, options=client_options, progress_factory=_blob_progress_factory(), on_item=show,
+        format=None if fmt == "blobs" else fmt,
     )
+    for image in summary.images:
+        click.echo(f"wrote    {_shown(image.path)} ({fmt})")
     if not summary.items:
         click.echo("No indexed layer holds a matching file.", err=True)
     else:

@@ -500,6 +500,15 @@ def layers_to_index(db, digests: Iterable[str], *, include_foreign: bool = False
     return [d for d in wanted if status.get(d) not in skip]
 
 
+def images_with_layer(db, digest: str) -> list[tuple[str, str, str | None, str]]:
+    "(registry, repository, tag, platform manifest digest) of each indexed image whose stack holds ``digest``."
+    return [tuple(row) for row in db.execute(
+        "SELECT DISTINCT i.registry, i.repository, i.tag, p.manifest_digest FROM layers l "
+        "JOIN platform_layers pl ON pl.layer_id = l.id JOIN platforms p ON p.id = pl.platform_id "
+        "JOIN images i ON i.id = p.image_id WHERE l.digest = ? ORDER BY i.registry, i.repository, i.tag",
+        [digest])]
+
+
 def layer_sources(db, digest: str) -> list[tuple[str, str]]:
     "(registry, repository) pairs the blob ``digest`` was seen in."
     return [

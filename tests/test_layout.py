@@ -73,3 +73,19 @@ def test_format_writes_whole_images_only(image, tmp_path):
     result = run("save", image.ref, "--format", "oci", "--layer", "0", "-o", tmp_path, "--plain-http")
     assert result.exit_code == 2
     assert "whole image" in result.output and "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("fmt", ["oci", "docker-archive"])
+def test_export_format_writes_the_images_holding_matching_layers(image, registry, tmp_path, fmt):
+    other = push_image(registry, "layout/other:2", layers=[layer({"srv/readme": "nothing here\n"})])
+    db = tmp_path / "i.db"
+    assert run("index", db, image.ref, other.ref, "--quiet", "--plain-http").exit_code == 0
+    out = tmp_path / "out"
+    result = run("export", db, "--match", ".env", "--format", fmt, "-o", out, "--plain-http")
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in out.iterdir())
+    assert written == ["layout_app_1.0" + (".oci" if fmt == "oci" else ".tar")]
+    source = f"oci:{out / written[0]}:1.0" if fmt == "oci" else f"docker-archive:{out / written[0]}"
+    inspected = skopeo("inspect", "--config", source)
+    assert inspected.returncode == 0, inspected.stderr
+    assert json.loads(inspected.stdout)["rootfs"]["diff_ids"] == [lay.diff_id for lay in image.image.layers]
