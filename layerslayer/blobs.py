@@ -1527,11 +1527,9 @@ def save_image(
     if format is not None:
         from . import layout
 
-        if format not in layout.FORMATS:
-            raise UsageError(f"unknown format {format!r}: use one of {', '.join(layout.FORMATS)}")
+        writer = layout.writer_for(format)
         if layers:
             raise UsageError("a format writes the whole image (loaders need every layer): drop the layer selection")
-        writer = layout.write_oci_layout if format == "oci" else layout.write_docker_archive
         target = Path(out_dir) / layout.default_name(ref, image, format)
         try:
             written = writer(client, ref, image, target, progress_factory=progress_factory, on_result=on_result)
@@ -1714,8 +1712,7 @@ def export_images(selected: Sequence, holders: dict, format: str, out_dir, optio
     from .image import open_image
     from .reference import Reference
 
-    if format not in layout.FORMATS:
-        raise UsageError(f"unknown format {format!r}: use one of {', '.join(layout.FORMATS)}")
+    writer = layout.writer_for(format)
     clients: dict[str, RegistryClient] = {}
     done: dict[str, LayerslayerError | None] = {}  # manifest digest -> the error writing it, if any
     for layer in selected:
@@ -1729,7 +1726,6 @@ def export_images(selected: Sequence, holders: dict, format: str, out_dir, optio
             if manifest_digest not in done:
                 ref = Reference(registry, repository, tag, manifest_digest)
                 client = clients.get(registry) or clients.setdefault(registry, options.client(registry))
-                writer = layout.write_oci_layout if format == "oci" else layout.write_docker_archive
                 try:
                     _, image = open_image(client, ref)
                     target = Path(out_dir) / layout.default_name(ref, image, format)

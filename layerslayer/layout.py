@@ -141,6 +141,13 @@ def _atomic_write(path: Path, data: bytes) -> None:
     os.replace(part, path)
 
 
+def writer_for(fmt: str) -> Callable:
+    "The writer of format ``fmt`` (UsageError for an unknown one)."
+    if fmt not in FORMATS:
+        raise UsageError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+    return write_oci_layout if fmt == "oci" else write_docker_archive
+
+
 def default_name(ref, image, fmt: str) -> str:
     "``<repository>_<tag>`` (``/`` as ``_``), ``.oci`` or ``.tar``."
     base = ref.repository.replace("/", "_") + "_" + (ref.tag or image.manifest_digest.partition(":")[2][:12])
