@@ -1837,18 +1837,41 @@ def cat_indexed(client: RegistryClient, repository: str, layers: Sequence, patte
         return None
     digest, layer_plan = next(iter(plans.items()))  # the top layer holding a match
     layer = next(lay for lay in layers if lay.digest == digest)
+    return cat_planned(client, repository, layer, layer_plan, out, message=message, started=started)
+
+
+def cat_planned(client: RegistryClient, repository: str, layer, layer_plan: LayerPlan, out: BinaryIO, *,
+                message: Callable[[str], None] | None = None, started: float | None = None) -> ExtractReport | None:
+    """Write the first regular file of ``layer_plan`` to ``out``, reading the
+    layer as the plan allows (TOC offsets, a checkpoint, or streaming up to
+    it). None when the planned entry is not a regular file."""
+    started = time.monotonic() if started is None else started
     report = ExtractReport(None)
+    stream = None
     if layer_plan.toc:
-        for entry, content in _toc_entries(client, repository, layer, layer_plan, report, message):
+        entries = _toc_entries(client, repository, layer, layer_plan, report, message)
+    else:
+        stream = open_layer(client, repository, layer, layer_plan, message=message)
+        read = LayerRead(layer.digest, _layer_index(layer), 0, False)
+        report.layers.append(read)
+        entries = ((e, stream.reader.iter_content) for e in stream.entries() if e.offset in layer_plan.offsets)
+    try:
+        for entry, content in entries:
             if entry.type != "file":
-                return None
+                return None  # links and the rest: cat_file knows them
             for piece in content():
                 out.write(piece)
             out.flush()
             report.written.append(WrittenEntry(entry.path, "file", entry.size, _layer_index(layer), layer.digest, ""))
             break
+    finally:
+        entries.close()
+        if stream is not None:
+            read.fetched = stream.fetched
+            read.complete = stream.complete
+            stream.close()
         report.seconds = time.monotonic() - started
-        return report
+    return report
     stream = open_layer(client, repository, layer, layer_plan, message=message)
     read = LayerRead(layer.digest, _layer_index(layer), 0, False)
     report.layers.append(read)

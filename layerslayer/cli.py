@@ -718,13 +718,16 @@ def cat(reference, path, platform, layer, db_path, verify, client_options):
 @click.option("--open/--no-open", "open_browser", default=False, show_default=True,
               help="Open the URL in a web browser.")
 @debug_option
-def browse(db, host, port, open_browser):
+@registry_options
+def browse(db, host, port, open_browser, client_options):
     """Explore index DB in Datasette, read-only, until Ctrl-C.
 
     Canned queries (files by glob, the secrets preset, ghost files, largest
     files, shared layers, images that contain a path), path search, facets,
     and on each layer the `layerslayer save` / `extract` commands that fetch
-    it. DB stays read-only: an `index` run may add to it meanwhile.
+    it. DB stays read-only: an `index` run may add to it meanwhile. A
+    "view" link beside each file fetches its contents from the registry
+    (registry options below), as `cat --db` does.
 
     \b
     Examples:
@@ -734,7 +737,7 @@ def browse(db, host, port, open_browser):
     from .browse import browse as serve
 
     serve(db, host=host, port=port, open_browser=open_browser,
-          echo=click.echo, warn=lambda text: click.echo(text, err=True))
+          echo=click.echo, warn=lambda text: click.echo(text, err=True), options=client_options)
 
 
 # -- find / ls / images (issue 4) -------------------------------------------------------
