@@ -989,14 +989,15 @@ class LayerStream:
     """
 
     def __init__(self, client: RegistryClient, repository: str, digest: str, media_type: str | None,
-                 size: int | None = None, chunk_size: int = EXTRACT_CHUNK):
+                 size: int | None = None, chunk_size: int = EXTRACT_CHUNK, *,
+                 on_whole: Callable[[str], None] | None = None):
         self.digest = digest
         self.size = size
         self.hasher = hasher_for(digest)
         self.fetched = 0
         self.complete = False
         if size:
-            self._raw = ranged_chunks(client, repository, digest, size, chunk_size)
+            self._raw = ranged_chunks(client, repository, digest, size, chunk_size, on_whole=on_whole)
         else:
             self._raw = client.iter_blob(repository, digest, chunk_size=chunk_size)
         self._counted = self._count()
@@ -1212,16 +1213,19 @@ def open_layer(client: RegistryClient, repository: str, layer, layer_plan: Layer
     """A :class:`LayerStream`, or with a plan that has a checkpoint (and no
     ``verify``) a ``seekable.SeekStream`` over one Range request from the
     checkpoint to the end of the planned entries."""
+    say = message or (lambda text: None)
+
+    def on_whole(why: str) -> None:
+        say(f"{client.registry} ignores Range requests: reading layers from their start instead")
+
     seek = layer_plan.seek if layer_plan is not None and not verify else None
     if seek is None or not layer.size:
-        return LayerStream(client, repository, layer.digest, layer.media_type, layer.size)
+        return LayerStream(client, repository, layer.digest, layer.media_type, layer.size, on_whole=on_whole)
     from .seekable import SeekStream
 
-    say = message or (lambda text: None)
     stop = layer.size if seek.end is None else seek.end + 1
     chunks = ranged_chunks(client, repository, layer.digest, stop, start=seek.start, window=stop - seek.start,
-                           on_whole=lambda why: say(f"{client.registry} ignores Range requests: "
-                                                    "reading layers from their start instead"))
+                           on_whole=on_whole)
     say("read part of a layer from an index checkpoint: sizes checked, the layer digest cannot be "
         "(--verify reads whole layers)")
     return SeekStream(chunks, seek, layer.digest)

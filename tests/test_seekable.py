@@ -184,6 +184,15 @@ def test_registry_ignoring_range_falls_back_and_says_so_once(big_image, big_db, 
     assert result.stderr.count("ignores Range requests") == 1
 
 
+def test_streaming_extract_says_once_that_the_registry_ignores_range(big_image, fault_proxy, tmp_path):
+    pushed, lay = big_image
+    fault_proxy.ignore_range(times=None)
+    result = run("extract", proxied(pushed.ref, fault_proxy), "tool.1", "-o", tmp_path, "--plain-http")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "usr/share/man/man1/tool.1").read_bytes() == members_bytes(lay, "usr/share/man/man1/tool.1")
+    assert result.stderr.count("ignores Range requests") == 1
+
+
 def test_verify_reads_the_whole_layer(big_image, big_db, fault_proxy):
     pushed, lay = big_image
     fault_proxy.clear_records()
