@@ -1155,6 +1155,10 @@ def extract_files(
                     for entry in stream.entries():
                         path = entry.path
                         if layer_plan is not None:
+                            if layer_plan.toc:  # TOC offsets are not tar offsets: match by path, read it all
+                                if path in layer_plan.paths:
+                                    _write_one(tree, entry, stream, layer, report, on_written)
+                                continue
                             if (entry.offset in layer_plan.offsets) if layer_plan.offsets is not None else (
                                 not entry.whiteout and matcher(path)
                             ):

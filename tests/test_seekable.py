@@ -275,6 +275,18 @@ def test_extract_reads_chunked_lazy_files_and_links_by_toc(lazy_image, fault_pro
     assert fault_proxy.bytes_served(lay.digest) <= 3_000_000 + 4096 + (64 << 10)
 
 
+def test_extract_verify_of_a_lazy_layer_streams_it_and_finds_files_by_path(lazy_image, fault_proxy, tmp_path):
+    "The index holds TOC offsets for such layers, not tar offsets: the streamed path matches by path."
+    pushed, lay, db, data = lazy_image
+    fault_proxy.clear_records()
+    result = run("extract", proxied(pushed.ref, fault_proxy), "/usr/share/man/man1/tool.1", "/usr/bin/t",
+                 "--db", db, "-o", tmp_path, "--verify", "--plain-http")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "usr/share/man/man1/tool.1").read_bytes() == data["usr/share/man/man1/tool.1"]
+    assert os.readlink(tmp_path / "usr/bin/t") == "../lib/big.so"
+    assert fault_proxy.bytes_served(lay.digest) >= lay.size
+
+
 def test_a_lazy_chunk_that_does_not_match_its_digest_is_refused(lazy_image, fault_proxy, tmp_path):
     pushed, lay, db, data = lazy_image
     blob_size = lay.size
