@@ -717,7 +717,6 @@ def cat(reference, path, platform, layer, db_path, verify, client_options):
               help="Port to listen on (0: any free port).")
 @click.option("--open/--no-open", "open_browser", default=False, show_default=True,
               help="Open the URL in a web browser.")
-@debug_option
 @registry_options
 def browse(db, host, port, open_browser, client_options):
     """Explore index DB in Datasette, read-only, until Ctrl-C.
