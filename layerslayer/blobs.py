@@ -1004,26 +1004,31 @@ WINDOW_DIVISOR = 8
 
 
 def ranged_chunks(client: RegistryClient, repository: str, digest: str, size: int,
-                  chunk_size: int = EXTRACT_CHUNK) -> Iterator[bytes]:
+                  chunk_size: int = EXTRACT_CHUNK, *, start: int = 0, window: int | None = None,
+                  on_whole: Callable[[str], None] | None = None) -> Iterator[bytes]:
     """A blob of known ``size`` read in growing ``Range`` windows (206 checked).
 
     A broken connection re-requests the rest of its window (up to
     ``client.retries`` times in a row); a registry that refuses ranges is
-    read in one streaming GET instead.
+    read in one streaming GET instead (``on_whole`` hears why). With
+    ``start``, bytes ``start`` to ``size - 1`` only; with ``window``, in
+    windows of that size (one request when it covers them all).
     """
     import requests
 
-    offset = 0
+    offset = start
     failures = 0
     while offset < size:
-        window = max(MIN_WINDOW, min(MAX_WINDOW, offset // WINDOW_DIVISOR))
-        end = min(size, offset + window) - 1
+        step = window or max(MIN_WINDOW, min(MAX_WINDOW, (offset - start) // WINDOW_DIVISOR))
+        end = min(size, offset + step) - 1
         try:
             response = client.open_blob(repository, digest, start=offset, end=end)
         except RegistryError as error:
             if "Range" not in str(error) and "range" not in str(error):
                 raise
             log.debug("%s: %s; reading it in one request", digest, error)
+            if on_whole:
+                on_whole(str(error))
             skip = offset
             for chunk in client.iter_blob(repository, digest, chunk_size=chunk_size, size=size):
                 if skip:
@@ -1032,7 +1037,13 @@ def ranged_chunks(client: RegistryClient, repository: str, digest: str, size: in
                         continue
                     chunk = chunk[skip:]
                     skip = 0
-                yield chunk
+                if offset + len(chunk) > size:
+                    chunk = chunk[: size - offset]
+                offset += len(chunk)
+                if chunk:
+                    yield chunk
+                if offset >= size:
+                    return
             return
         try:
             for chunk in response.iter_content(chunk_size):
@@ -1071,14 +1082,15 @@ class LayerStream:
     """
 
     def __init__(self, client: RegistryClient, repository: str, digest: str, media_type: str | None,
-                 size: int | None = None, chunk_size: int = EXTRACT_CHUNK):
+                 size: int | None = None, chunk_size: int = EXTRACT_CHUNK, *,
+                 on_whole: Callable[[str], None] | None = None):
         self.digest = digest
         self.size = size
         self.hasher = hasher_for(digest)
         self.fetched = 0
         self.complete = False
         if size:
-            self._raw = ranged_chunks(client, repository, digest, size, chunk_size)
+            self._raw = ranged_chunks(client, repository, digest, size, chunk_size, on_whole=on_whole)
         else:
             self._raw = client.iter_blob(repository, digest, chunk_size=chunk_size)
         self._counted = self._count()
@@ -1147,6 +1159,9 @@ class LayerPlan:
 
     offsets: set[int] | None
     last_offset: int
+    seek: object = None  # a seekable.SeekPlan when the index has checkpoints before these entries
+    paths: set[str] = field(default_factory=set)  # the paths of those entries
+    toc: bool = False  # listed from its table of contents: each file is read by its TOC offsets
 
 
 def _layer_index(layer) -> int | None:
@@ -1164,6 +1179,7 @@ def plan_extraction(layer_rows: Sequence[tuple[object, Iterable[tuple[str, str, 
     plans: dict[str, LayerPlan] = {}
     for layer, rows in layer_rows:
         offsets: set[int] = set()
+        paths: set[str] = set()
         for path, kind, offset in rows:
             hidden = view.hidden(path) if view else None
             if view:
@@ -1179,10 +1195,11 @@ def plan_extraction(layer_rows: Sequence[tuple[object, Iterable[tuple[str, str, 
                         report.shadowed += 1
                 continue
             offsets.add(offset)
+            paths.add(path)
         if view:
             view.end_layer()
         if offsets:
-            plans[layer.digest] = LayerPlan(offsets, max(offsets))
+            plans[layer.digest] = LayerPlan(offsets, max(offsets), paths=paths)
     return plans
 
 
@@ -1203,6 +1220,7 @@ def extract_files(
     follow: bool = False,
     report: ExtractReport | None = None,
     on_written: Callable[[WrittenEntry], None] | None = None,
+    message: Callable[[str], None] | None = None,
 ) -> ExtractReport:
     """Write the entries of ``layers`` whose paths match ``patterns`` under ``out_dir``.
 
@@ -1214,8 +1232,10 @@ def extract_files(
     (they are listed in ``report.deleted``). When every pattern names one
     exact path, reading stops as soon as the last of them is written. With a
     ``plan`` (from the index, see :func:`plan_extraction`) only the planned
-    entries are written and each layer is read only up to its last one.
-    ``verify`` reads every layer it opens to its end to check its digest.
+    entries are written and each layer is read only up to its last one
+    (from the checkpoint before its first one when the plan has one, see
+    :func:`open_layer`). ``verify`` reads every layer it opens to its end to
+    check its digest. ``message`` hears about partial reads once.
     A file already in ``out_dir`` is not replaced (it is refused) unless ``force``.
     Extraction stops (the entry is refused) before file contents would pass
     ``max_output`` bytes in all; paths nested deeper than :data:`MAX_DEPTH`
@@ -1239,7 +1259,11 @@ def extract_files(
                 if plan is not None and layer_plan is None:
                     continue
                 index = _layer_index(layer)
-                stream = LayerStream(client, repository, layer.digest, layer.media_type, layer.size)
+                if layer_plan is not None and layer_plan.toc and not verify:
+                    tree.begin_layer()
+                    _extract_by_toc(client, repository, layer, layer_plan, tree, report, on_written, message)
+                    continue
+                stream = open_layer(client, repository, layer, layer_plan, verify=verify, message=message)
                 read = LayerRead(layer.digest, index, 0, False)
                 report.layers.append(read)
                 tree.begin_layer()
@@ -1248,6 +1272,10 @@ def extract_files(
                     for entry in stream.entries():
                         path = entry.path
                         if layer_plan is not None:
+                            if layer_plan.toc:  # TOC offsets are not tar offsets: match by path, read it all
+                                if path in layer_plan.paths:
+                                    _write_one(tree, entry, stream, layer, report, on_written)
+                                continue
                             if (entry.offset in layer_plan.offsets) if layer_plan.offsets is not None else (
                                 not entry.whiteout and matcher(path)
                             ):
@@ -1312,6 +1340,96 @@ def extract_files(
             report.modes_dropped.extend(tree.modes_dropped)
             report.seconds = time.monotonic() - started
     return report
+
+
+def open_layer(client: RegistryClient, repository: str, layer, layer_plan: LayerPlan | None = None, *,
+               verify: bool = False, message: Callable[[str], None] | None = None):
+    """A :class:`LayerStream`, or with a plan that has a checkpoint (and no
+    ``verify``) a ``seekable.SeekStream`` over one Range request from the
+    checkpoint to the end of the planned entries."""
+    say = message or (lambda text: None)
+
+    def on_whole(why: str) -> None:
+        say(f"{client.registry} ignores Range requests: reading layers from their start instead")
+
+    seek = layer_plan.seek if layer_plan is not None and not verify else None
+    if seek is None or not layer.size:
+        return LayerStream(client, repository, layer.digest, layer.media_type, layer.size, on_whole=on_whole)
+    from .seekable import SeekStream
+
+    stop = layer.size if seek.end is None else seek.end + 1
+    chunks = ranged_chunks(client, repository, layer.digest, stop, start=seek.start, window=stop - seek.start,
+                           on_whole=on_whole)
+    say("read part of a layer from an index checkpoint: sizes checked, the layer digest cannot be "
+        "(--verify reads whole layers)")
+    return SeekStream(chunks, seek, layer.digest)
+
+
+class _Fetcher:
+    "``fetch_range`` for the toc module, counting the bytes."
+
+    def __init__(self, client: RegistryClient, repository: str, digest: str):
+        self.client, self.repository, self.digest = client, repository, digest
+        self.fetched = 0
+
+    def __call__(self, start: int, end: int) -> bytes:
+        data = self.client.get_blob_range(self.repository, self.digest, start, end)
+        self.fetched += len(data)
+        return data
+
+
+def _toc_entries(client: RegistryClient, repository: str, layer, layer_plan: LayerPlan, report: ExtractReport,
+                 message: Callable[[str], None] | None):
+    """The planned entries of a layer listed from its TOC, each with a function
+    giving its content (fetched by the TOC's offsets, chunk digests checked)."""
+    from . import toc
+
+    fetch = _Fetcher(client, repository, layer.digest)
+    read = LayerRead(layer.digest, _layer_index(layer), 0, False)
+    report.layers.append(read)
+    if message:
+        message("read files of a lazy-pull layer by their table of contents: chunk digests checked, "
+                "the layer digest cannot be (--verify reads whole layers)")
+    try:
+        doc = toc.read_document(fetch, layer.size, layer.annotations or {})
+        what = f"layer {layer.digest}"
+        for entry in doc.entries():
+            if entry.path not in layer_plan.paths or entry.offset not in layer_plan.offsets:
+                continue
+            if entry.type == "file" and entry.size:
+                chunks, digest = toc.file_chunks(doc, entry.path)
+                yield entry, lambda chunks=chunks, digest=digest: toc.read_chunks(fetch, doc.kind, chunks, digest, what)
+            else:
+                yield entry, lambda: iter(())
+    finally:
+        read.fetched = fetch.fetched
+
+
+def _extract_by_toc(client: RegistryClient, repository: str, layer, layer_plan: LayerPlan, tree: SafeTree,
+                    report: ExtractReport, on_written, message) -> None:
+    for entry, content in _toc_entries(client, repository, layer, layer_plan, report, message):
+        _write_one(tree, entry, _Content(content), layer, report, on_written)
+
+
+class _Content:
+    "What :func:`_write_one` reads a file's content from (``stream.reader.iter_content()``)."
+
+    def __init__(self, content: Callable[[], Iterator[bytes]]):
+        self.reader = self
+        self.iter_content = content
+
+
+def say_once(message: Callable[[str], None] | None) -> Callable[[str], None]:
+    "``message`` that says each distinct text only once (a no-op for None)."
+    if message is None:
+        return lambda text: None
+    seen: set[str] = set()
+
+    def say(text: str) -> None:
+        if text not in seen:
+            seen.add(text)
+            message(text)
+    return say
 
 
 def _write_one(tree: SafeTree, entry: tarstream.Entry, stream: LayerStream, layer, report: ExtractReport,
@@ -1462,7 +1580,24 @@ def plan_from_index(db, layers: Sequence, patterns: Sequence[str | Pattern], *, 
         if rows is None:
             return None
         stack.append((layer, rows))
-    return plan_extraction(stack, parsed, merged=merged, report=report)
+    plans = plan_extraction(stack, parsed, merged=merged, report=report)
+    add_seek_plans(db, plans, {layer.digest: layer for layer in layers})
+    return plans
+
+
+def add_seek_plans(db, plans: dict[str, LayerPlan], layers: dict) -> None:
+    "Give each plan whose layer has checkpoints before its entries the Range to read them with."
+    from .seekable import plan_seek
+    from .store import entry_extents, layer_checkpoints, layer_listed_via
+
+    for digest, layer_plan in plans.items():
+        if (layer_listed_via(db, digest) or "").endswith("-toc"):
+            layer_plan.toc = True
+            continue
+        rows = layer_checkpoints(db, digest)
+        if rows and layer_plan.offsets:
+            layer = layers.get(digest)
+            layer_plan.seek = plan_seek(rows, entry_extents(db, digest, layer_plan.offsets), getattr(layer, "size", None))
 
 
 # -- commands as library calls -----------------------------------------------------------
@@ -1506,6 +1641,7 @@ class SaveSummary:
     errors: list[LayerslayerError] = field(default_factory=list)
     foreign: list[str] = field(default_factory=list)  # layers not distributed by the registry
     seconds: float = 0.0
+    written_to: Path | None = None  # with a format: the OCI layout directory / docker-archive file
 
     @property
     def bytes_fetched(self) -> int:
@@ -1533,11 +1669,14 @@ def save_image(
     progress_factory=None,
     on_result: Callable[[DownloadResult], None] | None = None,
     on_error: Callable[[str, LayerslayerError], None] | None = None,
+    format: str | None = None,  # noqa: A002
 ) -> SaveSummary:
     """Save an image's layers (``layers`` selectors, or ``all_layers``) and/or
     its config blob under ``out_dir`` (default ``downloads``, which must not be
     a symbolic link). Errors on one blob are collected and the others go on;
-    the summary has them."""
+    the summary has them. With ``format`` ("oci" or "docker-archive", see
+    :mod:`layout`) the whole image is written in ``out_dir`` in that format
+    instead (named by :func:`layout.default_name`)."""
     from .image import open_image
     from .options import ClientOptions
     from .outdir import make_dirs_below, prepare_output_dir
@@ -1548,8 +1687,26 @@ def save_image(
     ref = parse_reference(reference)
     client = (options or ClientOptions()).client(ref)
     _, image = open_image(client, ref, platform)
-    chosen = list(image.layers) if all_layers else select_layers(image.layers, layers)
     summary = SaveSummary()
+    if format is not None:
+        from . import layout
+
+        writer = layout.writer_for(format)
+        if layers:
+            raise UsageError("a format writes the whole image (loaders need every layer): drop the layer selection")
+        target = Path(out_dir) / layout.default_name(ref, image, format)
+        try:
+            written = writer(client, ref, image, target, progress_factory=progress_factory, on_result=on_result)
+        except LayerslayerError as error:
+            summary.errors.append(error)
+            if on_error:
+                on_error(image.manifest_digest, error)
+        else:
+            summary.results = written.blobs
+            summary.written_to = written.path
+        summary.seconds = time.monotonic() - started
+        return summary
+    chosen = list(image.layers) if all_layers else select_layers(image.layers, layers)
     jobs: list[tuple[str, str, int | None]] = []
     for layer in chosen:
         if layer.foreign:
@@ -1599,10 +1756,11 @@ class ExportItem:
 class ExportSummary:
     items: list[ExportItem] = field(default_factory=list)
     seconds: float = 0.0
+    images: list = field(default_factory=list)  # with a format: layout.LayoutResult of each image written
 
     @property
     def bytes_fetched(self) -> int:
-        return sum(item.fetched for item in self.items)
+        return sum(item.fetched for item in self.items) + sum(image.fetched for image in self.images)
 
     @property
     def errors(self) -> list[LayerslayerError]:
@@ -1631,12 +1789,15 @@ def export_layers(
     options=None,
     progress_factory=None,
     on_item: Callable[[ExportItem], None] | None = None,
+    format: str | None = None,  # noqa: A002
 ) -> ExportSummary:
     """Save the layers of the index that hold files matching ``patterns`` (or
     the layers named by ``digests``), each fetched from a registry and
     repository it was indexed from. With ``files``, write only the matching
     files, under ``out_dir/<registry>/<repository>/<digest hex>/``
-    (``out_dir``: default ``downloads``, which must not be a symbolic link)."""
+    (``out_dir``: default ``downloads``, which must not be a symbolic link).
+    With ``format`` ("oci" or "docker-archive"), write each indexed image
+    holding one of those layers, whole, in that format (see :func:`export_images`)."""
     from .options import ClientOptions
     from .outdir import make_dirs_below, prepare_output_dir
     from .query import LayerMatch, layers_matching
@@ -1666,10 +1827,16 @@ def export_layers(
             if rows[0][0] not in {layer.digest for layer in selected}:
                 selected.append(LayerMatch(rows[0][0], rows[0][1], rows[0][2], 0, 0, 0))
         sources = {layer.digest: layer.sources or layer_sources(db, layer.digest) for layer in selected}
+        if format is not None:
+            from .store import images_with_layer
+
+            holders = {layer.digest: images_with_layer(db, layer.digest) for layer in selected}
     finally:
         db.close()
     out_dir = prepare_output_dir(DEFAULT_OUTPUT if out_dir is None else out_dir, link_ok=out_dir is not None)
     summary = ExportSummary()
+    if format is not None:
+        return export_images(selected, holders, format, out_dir, options, progress_factory, on_item, summary, started)
     clients: dict[str, RegistryClient] = {}
     for layer in selected:
         item = ExportItem(layer)
@@ -1700,6 +1867,45 @@ def export_layers(
                 item.error = error
                 if not isinstance(error, (NotFound, AuthError)):
                     break  # a verification or network failure: not a reason to try elsewhere
+        if on_item:
+            on_item(item)
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+def export_images(selected: Sequence, holders: dict, format: str, out_dir, options, progress_factory,  # noqa: A002
+                  on_item: Callable[[ExportItem], None] | None, summary: ExportSummary, started: float) -> ExportSummary:
+    """Write each image holding one of the ``selected`` layers (``holders``:
+    digest -> [(registry, repository, tag, manifest digest)]) whole, in
+    ``format``, under ``out_dir``: one item per layer, one layout per image."""
+    from . import layout
+    from .image import open_image
+    from .reference import Reference
+
+    writer = layout.writer_for(format)
+    clients: dict[str, RegistryClient] = {}
+    done: dict[str, LayerslayerError | None] = {}  # manifest digest -> the error writing it, if any
+    for layer in selected:
+        item = ExportItem(layer)
+        summary.items.append(item)
+        images = holders.get(layer.digest) or []
+        if not images:
+            item.error = LayerslayerError(f"the index knows no image holding layer {layer.digest}")
+        for registry, repository, tag, manifest_digest in images:
+            item.registry, item.repository = registry, repository
+            if manifest_digest not in done:
+                ref = Reference(registry, repository, tag, manifest_digest)
+                client = clients.get(registry) or clients.setdefault(registry, options.client(registry))
+                try:
+                    _, image = open_image(client, ref)
+                    target = Path(out_dir) / layout.default_name(ref, image, format)
+                    summary.images.append(writer(client, ref, image, target, progress_factory=progress_factory))
+                    done[manifest_digest] = None
+                except LayerslayerError as error:
+                    done[manifest_digest] = error
+            item.error = done[manifest_digest]
+            if item.error is None:
+                break  # one image holding the layer is enough
         if on_item:
             on_item(item)
     summary.seconds = time.monotonic() - started
@@ -1762,7 +1968,12 @@ def extract_image(
     if skipped and message:
         message(f"{len(skipped)} foreign layer(s) are not distributed by the registry and were not read")
     layers = [lay for lay in layers if not lay.foreign]
+    message = say_once(message)
     if stdout is not None:
+        if db_path is not None and not verify:
+            report = cat_indexed(client, ref.repository, layers, parsed[0], stdout, db_path, merged=merged, message=message)
+            if report is not None:
+                return report
         return cat_file(client, ref.repository, layers, parsed[0], stdout, merged=merged, verify=verify)
     if out_dir is None:
         out_dir = default_extract_dir(ref)
@@ -1783,7 +1994,7 @@ def extract_image(
     report = extract_files(
         client, ref.repository, layers, parsed, out_dir, keep_modes=keep_modes, merged=merged,
         plan=plan, verify=verify, force=force, max_output=max_output, follow=follow, report=report,
-        on_written=on_written,
+        on_written=on_written, message=message,
     )
     if follow:
         follow_links(client, ref.repository, layers, report, merged=merged, verify=verify, force=force,
@@ -1854,3 +2065,60 @@ def follow_links(client: RegistryClient, repository: str, layers: Sequence, repo
             report.written.append(written)
             if on_written:
                 on_written(written)
+
+
+def cat_indexed(client: RegistryClient, repository: str, layers: Sequence, pattern: Pattern, out: BinaryIO,
+                db_path, *, merged: bool = True, message: Callable[[str], None] | None = None) -> ExtractReport | None:
+    """:func:`cat_file` for one regular file that the index at ``db_path``
+    places: its layer is read only up to it (from a checkpoint when there is
+    one). None when the index cannot say (a layer not indexed, no match, a
+    link): then :func:`cat_file` reads the layers."""
+    from .store import open_db
+
+    started = time.monotonic()
+    db = open_db(db_path, must_exist=True)
+    try:
+        plans = plan_from_index(db, layers, [pattern], merged=merged)
+    finally:
+        db.close()
+    if not plans:
+        if plans is None and message:
+            message(f"{db_path} does not index every layer of the image: reading the layers instead")
+        return None
+    digest, layer_plan = next(iter(plans.items()))  # the top layer holding a match
+    layer = next(lay for lay in layers if lay.digest == digest)
+    return cat_planned(client, repository, layer, layer_plan, out, message=message, started=started)
+
+
+def cat_planned(client: RegistryClient, repository: str, layer, layer_plan: LayerPlan, out: BinaryIO, *,
+                message: Callable[[str], None] | None = None, started: float | None = None) -> ExtractReport | None:
+    """Write the first regular file of ``layer_plan`` to ``out``, reading the
+    layer as the plan allows (TOC offsets, a checkpoint, or streaming up to
+    it). None when the planned entry is not a regular file."""
+    started = time.monotonic() if started is None else started
+    report = ExtractReport(None)
+    stream = None
+    if layer_plan.toc:
+        entries = _toc_entries(client, repository, layer, layer_plan, report, message)
+    else:
+        stream = open_layer(client, repository, layer, layer_plan, message=message)
+        read = LayerRead(layer.digest, _layer_index(layer), 0, False)
+        report.layers.append(read)
+        entries = ((e, stream.reader.iter_content) for e in stream.entries() if e.offset in layer_plan.offsets)
+    try:
+        for entry, content in entries:
+            if entry.type != "file":
+                return None  # links and the rest: cat_file knows them
+            for piece in content():
+                out.write(piece)
+            out.flush()
+            report.written.append(WrittenEntry(entry.path, "file", entry.size, _layer_index(layer), layer.digest, ""))
+            break
+    finally:
+        entries.close()
+        if stream is not None:
+            read.fetched = stream.fetched
+            read.complete = stream.complete
+            stream.close()
+        report.seconds = time.monotonic() - started
+    return report

@@ -88,22 +88,29 @@ def ensure_plugin_registered() -> None:
     layerslayer runs from a source tree without being installed, register it."""
     from datasette.plugins import pm
 
-    from . import datasette_plugin
+    from . import browse_view, datasette_plugin
 
     if not pm.is_registered(datasette_plugin):
         pm.register(datasette_plugin, name="layerslayer")
+    if not pm.is_registered(browse_view):
+        pm.register(browse_view, name="layerslayer_view")
 
 
-def make_datasette(path, settings: dict | None = None):
-    "A Datasette serving the index at ``path`` read-only, with the plugin."
+def make_datasette(path, settings: dict | None = None, options=None):
+    """A Datasette serving the index at ``path`` read-only, with the plugin;
+    ``options`` (ClientOptions) are used when a page fetches a file's contents."""
     from datasette.app import Datasette
+
+    from .browse_view import set_options
 
     path = check_index(path)
     ensure_plugin_registered()
-    return Datasette(
+    datasette = Datasette(
         files=[str(path.resolve())],
         settings={**SETTINGS, **(settings or {})},
     )
+    set_options(datasette, options)
+    return datasette
 
 
 def _is_loopback(host: str) -> bool:
@@ -208,7 +215,8 @@ def url_for(sock: socket.socket) -> str:
 
 
 def browse(path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, open_browser: bool = False,
-           echo: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None) -> None:
+           echo: Callable[[str], None] | None = None, warn: Callable[[str], None] | None = None,
+           options=None) -> None:
     """Serve the index at ``path`` with Datasette until interrupted (Ctrl-C).
 
     Prints the URL with ``echo`` once the socket listens, so a browser (or
@@ -219,7 +227,7 @@ def browse(path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, open_bro
 
     echo = echo or (lambda text: print(text, flush=True))
     warn = warn or (lambda text: print(text, file=sys.stderr, flush=True))
-    datasette = make_datasette(path)
+    datasette = make_datasette(path, options=options)
     sock = listen(host, port)
     url = url_for(sock)
     if not _is_loopback(host):

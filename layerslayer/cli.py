@@ -311,8 +311,11 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 @click.option("--page-size", type=click.IntRange(min=1), help="Page size for tag and catalog listings.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1, max=32), default=2, show_default=True, help="Layers downloaded at once.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors and the summary line.")
+@click.option("--span", metavar="SIZE", default="4M", show_default=True,
+              help="Checkpoint gzip layers of 8 MiB or more every SIZE of compressed bytes, so `cat` and "
+                   "`extract --db` read one file with one small Range request (0: no checkpoints).")
 @registry_options
-def index(db, references, platform, all_platforms, all_tags, catalog, limit, page_size, jobs, quiet, client_options):
+def index(db, references, platform, all_platforms, all_tags, catalog, limit, page_size, jobs, quiet, span, client_options):
     """Index layer file listings of images into the SQLite database DB.
 
     Layers are streamed from the registry and only their tar headers kept;
@@ -329,6 +332,7 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
 
     if platform and all_platforms:
         raise click.UsageError("--platform and --all-platforms are mutually exclusive")
+    span_bytes = _span(span)
     if limit and not catalog:
         raise click.UsageError("--limit goes with --catalog")
     if catalog:
@@ -341,11 +345,24 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
         refs = [parse_reference(text) for text in references]
     summary = index_images(
         db, refs, options=client_options, platform=platform, all_platforms=all_platforms,
-        all_tags=all_tags, jobs=jobs, page_size=page_size, progress=_progress(quiet),
+        all_tags=all_tags, jobs=jobs, page_size=page_size, progress=_progress(quiet), span=span_bytes,
     )
     click.echo(summary.as_line())
     if not summary.ok:
         sys.exit(1)
+
+
+def _span(text: str) -> int:
+    from .errors import UsageError
+    from .query import parse_size
+
+    try:
+        value = parse_size(text)
+    except UsageError as error:
+        raise click.BadParameter(str(error), param_hint="--span")
+    if value and value < 64 << 10:
+        raise click.BadParameter("give 0 (no checkpoints) or at least 64K", param_hint="--span")
+    return value
 
 
 # -- save / export / extract (issue 5) ------------------------------------------------
@@ -386,7 +403,6 @@ def _explicit(value, name: str):
 
 
 #: Every untrusted string goes through display.printable before the terminal.
-_shown = printable
 
 
 def _echo_download(result) -> None:
@@ -400,14 +416,14 @@ def _echo_download(result) -> None:
 def _echo_extract_report(report, out_dir) -> None:
     for refused in report.refused:
         where = f" (layer {refused.layer})" if refused.layer is not None else ""
-        click.echo(f"refused  {_shown(refused.path)}{where}: {_shown(refused.reason)}", err=True)
+        click.echo(f"refused  {printable(refused.path)}{where}: {printable(refused.reason)}", err=True)
     for written in report.escaped:
-        click.echo(f"escaped  {_shown(written.path)!r} written as {_shown(written.written_as)!r}", err=True)
+        click.echo(f"escaped  {printable(written.path)!r} written as {printable(written.written_as)!r}", err=True)
     for path, layer in report.deleted:
         hint = f" (its old copy is in layer {layer}: add --layer {layer} to get it)" if layer is not None else ""
-        click.echo(f"deleted  {_shown(path)}: removed by a later layer{hint}", err=True)
+        click.echo(f"deleted  {printable(path)}: removed by a later layer{hint}", err=True)
     if report.modes_dropped:
-        shown = ", ".join(_shown(p) for p in report.modes_dropped[:3]) + (" ..." if len(report.modes_dropped) > 3 else "")
+        shown = ", ".join(printable(p) for p in report.modes_dropped[:3]) + (" ..." if len(report.modes_dropped) > 3 else "")
         click.echo(f"note: setuid/setgid bits dropped from {len(report.modes_dropped)} file(s) (--keep-modes keeps them): {shown}", err=True)
     from .display import human_size
 
@@ -449,8 +465,11 @@ def _echo_extract_report(report, out_dir) -> None:
 @click.option("--config", "config", is_flag=True, help="Save the config blob too (as <digest hex>.json).")
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), metavar="DIR", default="downloads",
               show_default=True, help="Directory to save into.")
+@click.option("--format", "fmt", type=click.Choice(["blobs", "oci", "docker-archive"]), default="blobs", show_default=True,
+              help="oci: the whole image as an OCI layout directory DIR/<repo>_<tag>.oci (skopeo copy oci:..., crane); "
+                   "docker-archive: as a tar DIR/<repo>_<tag>.tar (docker load).")
 @registry_options
-def save(reference, platform, layers, all_layers, config, out_dir, client_options):
+def save(reference, platform, layers, all_layers, config, out_dir, fmt, client_options):
     """Save an image's layer blobs (and config) to DIR, verified by digest.
 
     Blobs go to DIR/<registry>/<repository>/<digest hex>.<tar.gz|tar.zst|tar>.
@@ -467,7 +486,9 @@ def save(reference, platform, layers, all_layers, config, out_dir, client_option
     from .blobs import save_image
     from .display import human_size
 
-    if not (layers or all_layers or config):
+    if fmt != "blobs" and (layers or config):
+        raise click.UsageError(f"--format {fmt} writes the whole image: drop --layer/--config")
+    if fmt == "blobs" and not (layers or all_layers or config):
         raise click.UsageError("choose what to save: --layer N|DIGEST, --all, and/or --config")
     if layers and all_layers:
         raise click.UsageError("--layer and --all are mutually exclusive")
@@ -475,7 +496,10 @@ def save(reference, platform, layers, all_layers, config, out_dir, client_option
         reference, options=client_options, platform=platform, layers=layers, all_layers=all_layers,
         config=config, out_dir=_explicit(out_dir, "out_dir"), progress_factory=_blob_progress_factory(), on_result=_echo_download,
         on_error=lambda digest, error: click.echo(f"failed   {printable(digest)}: {printable(error)}", err=True),
+        format=None if fmt == "blobs" else fmt,
     )
+    if summary.written_to is not None:
+        click.echo(f"wrote    {printable(summary.written_to)} ({fmt})")
     for digest in summary.foreign:
         click.echo(f"foreign  {printable(digest)}: not distributed by this registry, not saved", err=True)
     skipped = sum(1 for r in summary.results if r.skipped)
@@ -509,8 +533,10 @@ save.help += """
 @click.option("--keep-modes", is_flag=True, help="With --files: keep setuid/setgid bits.")
 @click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), metavar="DIR", default="downloads",
               show_default=True, help="Directory to save into.")
+@click.option("--format", "fmt", type=click.Choice(["blobs", "oci", "docker-archive"]), default="blobs", show_default=True,
+              help="oci / docker-archive: write each indexed image holding such a layer, whole, as `save --format` does.")
 @registry_options
-def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, client_options):
+def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, fmt, client_options):
     """Save the layers of index DB that hold matching files (or are named).
 
     Each layer is fetched from a registry and repository it was indexed
@@ -536,6 +562,8 @@ def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, clien
         raise click.UsageError("choose layers with --match PATTERN or --layer DIGEST")
     if files and digests:
         raise click.UsageError("--files goes with --match, not --layer")
+    if files and fmt != "blobs":
+        raise click.UsageError(f"--files and --format {fmt} are mutually exclusive")
     for pattern in patterns:
         if not pattern.strip("/"):
             raise click.UsageError(f"pattern {pattern!r} is empty")
@@ -548,14 +576,17 @@ def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, clien
             _echo_download(item.download)
         elif item.files:
             for written in item.files.written:
-                click.echo(f"wrote    {_shown(item.files.out_dir / written.written_as)}")
+                click.echo(f"wrote    {printable(item.files.out_dir / written.written_as)}")
             for refused in item.files.refused:
-                click.echo(f"refused  {_shown(refused.path)} (layer {item.layer.digest[:19]}): {_shown(refused.reason)}", err=True)
+                click.echo(f"refused  {printable(refused.path)} (layer {item.layer.digest[:19]}): {printable(refused.reason)}", err=True)
 
     summary = export_layers(
         db, patterns=patterns, digests=digests, ignore_case=ignore_case, files=files, keep_modes=keep_modes,
         out_dir=_explicit(out_dir, "out_dir"), options=client_options, progress_factory=_blob_progress_factory(), on_item=show,
+        format=None if fmt == "blobs" else fmt,
     )
+    for image in summary.images:
+        click.echo(f"wrote    {printable(image.path)} ({fmt})")
     if not summary.items:
         click.echo("No indexed layer holds a matching file.", err=True)
     else:
@@ -642,7 +673,7 @@ def extract(reference, patterns, platform, layer, out_dir, force, max_output, fo
         click.echo(f"note: {printable(text)}", err=True)
 
     def show(written) -> None:
-        click.echo(_shown(written.written_as))
+        click.echo(printable(written.written_as))
 
     try:
         report = extract_image(
@@ -658,27 +689,75 @@ def extract(reference, patterns, platform, layer, out_dir, force, max_output, fo
     literal = {parse_pattern(p, ignore_case).literal_path for p in patterns}
     if to_stdout:
         for refused in report.refused:
-            click.echo(f"Error: {_shown(refused.reason)}", err=True)
+            click.echo(f"Error: {printable(refused.reason)}", err=True)
         if not report.written and not report.refused:
-            click.echo(f"Error: no file matches {_shown(patterns[0])}", err=True)
+            click.echo(f"Error: no file matches {printable(patterns[0])}", err=True)
         for written in report.written:
             if written.path not in literal:  # a glob, or a link followed: say whose bytes these are
                 where = f" (layer {written.layer})" if written.layer is not None else ""
-                click.echo(f"note: wrote {_shown(written.path)}{where}, the first file matching "
-                           f"{_shown(patterns[0])} (top layer first; symbolic links followed)", err=True)
+                click.echo(f"note: wrote {printable(written.path)}{where}, the first file matching "
+                           f"{printable(patterns[0])} (top layer first; symbolic links followed)", err=True)
         sys.exit(0 if report.written else 1)
     for written in report.written:
         if written.followed:
-            click.echo(f"followed {_shown(written.path)} -> {_shown(written.linkname)}: wrote the content of "
-                       f"{_shown(written.followed)}", err=True)
+            click.echo(f"followed {printable(written.path)} -> {printable(written.linkname)}: wrote the content of "
+                       f"{printable(written.followed)}", err=True)
         elif written.type == "symlink" and written.path in literal:
-            click.echo(f"link     {_shown(written.path)} -> {_shown(written.linkname)}: wrote the symbolic link, "
+            click.echo(f"link     {printable(written.path)} -> {printable(written.linkname)}: wrote the symbolic link, "
                        f"not the file it points to (--follow writes that file's content)", err=True)
     _echo_extract_report(report, report.out_dir)
     sys.exit(report.exit_status)
 
 
 extract.help += _BLOB_EXIT_STATUS
+
+
+@cli.command()
+@click.argument("reference")
+@click.argument("path")
+@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to read (default: this machine's, else the first).")
+@click.option("--layer", metavar="N|DIGEST", help="Read only this layer (index or digest), deleted files included.")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="An index of the image: read only the layer holding PATH, from the checkpoint before it.")
+@click.option("--verify", is_flag=True, help="Read whole layers and check their digests (no partial reads).")
+@registry_options
+def cat(reference, path, platform, layer, db_path, verify, client_options):
+    """Write the file PATH of image REFERENCE to standard output.
+
+    PATH is the file as the image shows it (a later layer's copy wins;
+    symbolic links are followed inside the image); --layer N reads it from
+    one layer. With --db, an index made by `layerslayer index` that holds
+    the image, only the layer with PATH is read, up to PATH; when the index
+    has checkpoints for that layer, with one Range request from the
+    checkpoint before PATH (a few MiB, not the whole layer). A partial read
+    checks the file's size but not the layer's digest: --verify reads whole
+    layers.
+
+    \b
+    Examples:
+        layerslayer cat alpine:3.20 /etc/os-release
+        layerslayer cat python:3.12 /usr/share/man/man1/python3.12.1 --db images.db | man -l -
+    """
+    from .blobs import extract_image
+    from .errors import UsageError
+
+    def message(text: str) -> None:
+        click.echo(f"note: {text}", err=True)
+
+    try:
+        report = extract_image(
+            reference, [path], options=client_options, platform=platform, layer=layer,
+            stdout=sys.stdout.buffer, db_path=None if verify else db_path, verify=verify, message=message,
+        )
+    except UsageError as error:
+        raise click.UsageError(str(error))
+    from .query import printable
+
+    for refused in report.refused:
+        click.echo(f"Error: {printable(refused.reason)}", err=True)
+    if not report.written and not report.refused:
+        click.echo(f"Error: no file {printable(path)} in {printable(reference)}", err=True)
+    sys.exit(0 if report.written else 1)
 
 
 # -- browse (issue 7) ------------------------------------------------------------------
@@ -692,14 +771,16 @@ extract.help += _BLOB_EXIT_STATUS
               help="Port to listen on (0: any free port).")
 @click.option("--open/--no-open", "open_browser", default=False, show_default=True,
               help="Open the URL in a web browser.")
-@debug_option
-def browse(db, host, port, open_browser):
+@registry_options
+def browse(db, host, port, open_browser, client_options):
     """Explore index DB in Datasette, read-only, until Ctrl-C.
 
     Canned queries (files by glob, the secrets preset, ghost files, largest
     files, shared layers, images that contain a path), path search, facets,
     and on each layer the `layerslayer save` / `extract` commands that fetch
-    it. DB stays read-only: an `index` run may add to it meanwhile.
+    it. DB stays read-only: an `index` run may add to it meanwhile. A
+    "view" link beside each file fetches its contents from the registry
+    (registry options below), as `cat --db` does.
 
     \b
     Examples:
@@ -709,7 +790,7 @@ def browse(db, host, port, open_browser):
     from .browse import browse as serve
 
     serve(db, host=host, port=port, open_browser=open_browser,
-          echo=click.echo, warn=lambda text: click.echo(text, err=True))
+          echo=click.echo, warn=lambda text: click.echo(text, err=True), options=client_options)
 
 
 # -- find / ls / images (issue 4) -------------------------------------------------------

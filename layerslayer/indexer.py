@@ -9,6 +9,7 @@ again by the next run.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from . import store, tarstream, toc
+from . import seekable, store, tarstream, toc
 from .errors import LayerslayerError, VerificationError
 from .image import (
     LayerInfo, PlatformImage, ResolvedImage, check_single_platform, human_size, load_platform, resolve, select_platform,
@@ -154,8 +155,13 @@ def index_layer(
     job: LayerJob,
     progress: Progress | None = None,
     cancel: threading.Event | None = None,
+    span: int = seekable.DEFAULT_SPAN,
 ) -> tuple[int, int]:
-    "Index one layer; return (entries, layer bytes downloaded). Raises on failure."
+    """Index one layer; return (entries, layer bytes downloaded). Raises on failure.
+
+    A gzip layer of at least ``seekable.DEFAULT_MIN_SIZE`` bytes also gets a
+    checkpoint about every ``span`` compressed bytes (0: none), in the same pass.
+    """
     progress = progress or Progress()
     cancel = cancel or threading.Event()
     db = store.open_db(db_path)
@@ -192,14 +198,35 @@ def index_layer(
             blob.verify(job.size)
             return blob.size
 
-        listing = counted(tarstream.iter_entries(chunks, tarstream.compression_of(job.media_type)))
-        return write_listing(db, job.digest, listing, finish), blob.size
+        points: list[seekable.Checkpoint] = []
+        inflated = _inflate(chunks, job, span, points)
+        listing = counted(iter(tarstream.TarReader(inflated)))
+        return write_listing(db, job.digest, listing, finish, checkpoints=points), blob.size
     finally:
         db.close()
 
 
+def _inflate(chunks: Iterable[bytes], job: LayerJob, span: int, points: list) -> Iterator[bytes]:
+    "The layer's tar stream; with checkpoints appended to ``points`` where they pay (see seekable)."
+    compression = tarstream.compression_of(job.media_type)
+    if not span or (job.size or 0) < seekable.DEFAULT_MIN_SIZE or compression not in ("gzip", "auto"):
+        return tarstream.decompress(chunks, compression)
+    it = iter(chunks)
+    head = b""
+    pending = []
+    for chunk in it:
+        pending.append(chunk)
+        head += chunk[:2]
+        if len(head) >= 2:
+            break
+    source = itertools.chain(pending, it)
+    if tarstream.sniff_compression(head[:2] + b"\0\0") != "gzip" or not seekable.available():
+        return tarstream.decompress(source, compression)
+    return seekable.gunzip_checkpointed(source, points, span)
+
+
 def write_listing(db, digest: str, entries: Iterable[tarstream.Entry], finish: Callable[[], int],
-                  listed_via: str = "stream") -> int:
+                  listed_via: str = "stream", checkpoints: list | None = None) -> int:
     """Store a layer's entries as they stream; return the entry count.
 
     ``entries`` is consumed here (a caller may show each one as it passes);
@@ -211,6 +238,7 @@ def write_listing(db, digest: str, entries: Iterable[tarstream.Entry], finish: C
     with store.LayerWriter(db, digest, listed_via=listed_via) as writer:
         writer.add_many(entries)
         bytes_read = finish()
+        writer.checkpoints = [(p.out, p.bits, seekable.pack_window(p.window)) for p in checkpoints or ()]
         return writer.commit(bytes_read=bytes_read)
 
 
@@ -262,8 +290,10 @@ class Indexer:
         all_platforms: bool = False,
         jobs: int = 2,
         progress: Progress | None = None,
+        span: int = seekable.DEFAULT_SPAN,
     ):
         self.db_path = Path(db_path)
+        self.span = span
         self.options = options or ClientOptions()
         self.platform = platform
         self.all_platforms = all_platforms
@@ -322,7 +352,7 @@ class Indexer:
         self.progress.layer_started(job)
         client = self.client(job.registry)
         try:
-            count, nbytes = index_layer(self.db_path, client, job, self.progress, self._cancel)
+            count, nbytes = index_layer(self.db_path, client, job, self.progress, self._cancel, span=self.span)
         except Cancelled:
             return
         except LayerslayerError as error:
@@ -405,11 +435,14 @@ def index_images(
     jobs: int = 2,
     page_size: int | None = None,
     progress: Progress | None = None,
+    span: int = seekable.DEFAULT_SPAN,
 ) -> IndexSummary:
     """Index images by reference. Errors on one image are recorded in the
-    summary and the others go on; the summary says what happened."""
+    summary and the others go on; the summary says what happened. ``span``:
+    compressed bytes between checkpoints in big gzip layers (0: none)."""
     started = time.monotonic()
-    indexer = Indexer(db_path, options=options, platform=platform, all_platforms=all_platforms, jobs=jobs, progress=progress)
+    indexer = Indexer(db_path, options=options, platform=platform, all_platforms=all_platforms, jobs=jobs,
+                      progress=progress, span=span)
     try:
         refs = [r if isinstance(r, Reference) else parse_reference(r) for r in references]
         for ref in refs:

@@ -460,6 +460,27 @@ def layer_status(db, digest: str) -> str | None:
     return row[0] if row else None
 
 
+def layer_listed_via(db, digest: str) -> str | None:
+    "How an indexed layer was listed: ``stream``, ``estargz-toc``, ``zstd-chunked-toc`` (None if unknown)."
+    row = db.execute("SELECT listed_via FROM layers WHERE digest = ?", [digest]).fetchone()
+    return row[0] if row else None
+
+
+def layer_checkpoints(db, digest: str) -> list[tuple[int, int, bytes]]:
+    "(uncompressed offset, bit offset, packed window) of a layer's checkpoints, in order."
+    return [tuple(row) for row in db.execute(
+        "SELECT c.uncompressed, c.bits, c.window FROM checkpoints c JOIN layers l ON l.id = c.layer_id "
+        "WHERE l.digest = ? ORDER BY c.uncompressed", [digest])]
+
+
+def entry_extents(db, digest: str, offsets: Iterable[int]) -> dict[int, tuple[int, int]]:
+    "Header offset -> (header size, content size) of the entries of a layer at ``offsets``."
+    return {offset: (header_size or 0, size or 0) for offset, header_size, size in db.execute(
+        'SELECT e."offset", e.header_size, e.size FROM entries e JOIN layers l ON l.id = e.layer_id '
+        'WHERE l.digest = ? AND e."offset" IN (SELECT value FROM json_each(?))',
+        [digest, json.dumps(sorted(offsets))])}
+
+
 def layers_to_index(db, digests: Iterable[str], *, include_foreign: bool = False) -> list[str]:
     """The digests (in order, without repeats) that still need indexing.
 
@@ -477,6 +498,15 @@ def layers_to_index(db, digests: Iterable[str], *, include_foreign: bool = False
             status[digest] = st
     skip = {"indexed"} if include_foreign else {"indexed", "foreign"}
     return [d for d in wanted if status.get(d) not in skip]
+
+
+def images_with_layer(db, digest: str) -> list[tuple[str, str, str | None, str]]:
+    "(registry, repository, tag, platform manifest digest) of each indexed image whose stack holds ``digest``."
+    return [tuple(row) for row in db.execute(
+        "SELECT DISTINCT i.registry, i.repository, i.tag, p.manifest_digest FROM layers l "
+        "JOIN platform_layers pl ON pl.layer_id = l.id JOIN platforms p ON p.id = pl.platform_id "
+        "JOIN images i ON i.id = p.image_id WHERE l.digest = ? ORDER BY i.registry, i.repository, i.tag",
+        [digest])]
 
 
 def layer_sources(db, digest: str) -> list[tuple[str, str]]:
@@ -625,6 +655,8 @@ class LayerWriter:
         self.count = 0
         self.skipped = False
         self.committed = False
+        #: (uncompressed offset, bit offset, packed window) rows committed with the layer
+        self.checkpoints: list[tuple[int, int, bytes]] = []
         self._closed = False
         self._batch: list = []
         number = next(_stage_numbers)
@@ -838,6 +870,12 @@ class LayerWriter:
                 [layer_id],
             )
             conn.execute(_FILL_DELETIONS, [layer_id])
+            if self.checkpoints:
+                conn.execute("DELETE FROM checkpoints WHERE layer_id = ?", [layer_id])
+                conn.executemany(
+                    "INSERT INTO checkpoints (layer_id, uncompressed, bits, window) VALUES (?, ?, ?, ?)",
+                    [(layer_id, out, bits, window) for out, bits, window in self.checkpoints],
+                )
             conn.execute(
                 "UPDATE layers SET status = 'indexed', entries = ?, listed_via = ?, "
                 "bytes_read = ?, indexed_at = ?, error = NULL WHERE id = ?",

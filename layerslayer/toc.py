@@ -25,7 +25,9 @@ import hashlib
 import json
 import re
 import struct
+import zlib
 from calendar import timegm
+from dataclasses import dataclass
 from typing import Callable
 
 from .errors import VerificationError
@@ -165,6 +167,15 @@ def list_estargz(fetch_range: FetchRange, blob_size: int, toc_digest: str | None
     footer) is itself a tar entry of the layer, so it is listed as well,
     exactly as streaming the blob would.
     """
+    toc, header, toc_offset = _estargz_document(fetch_range, blob_size, toc_digest)
+    result = _entries_from_toc(toc, "eStargz")
+    header.offset = header.data_offset = toc_offset
+    result.append(header)
+    return result
+
+
+def _estargz_document(fetch_range: FetchRange, blob_size: int, toc_digest: str | None) -> tuple[dict, Entry, int]:
+    "The verified TOC of an eStargz blob, the tar entry holding it and its offset."
     tail_start, tail = _fetch_tail(fetch_range, blob_size, ESTARGZ_LEGACY_FOOTER_SIZE)
     toc_offset, footer_size = _parse_estargz_footer(tail)
     toc_end = blob_size - footer_size  # exclusive
@@ -194,10 +205,7 @@ def list_estargz(fetch_range: FetchRange, blob_size: int, toc_digest: str | None
         raise TocError(f"eStargz TOC: {e}") from None
     if toc_digest:
         _verify(toc_json, toc_digest, "eStargz TOC")
-    result = _entries_from_toc(_load_json(toc_json, "eStargz TOC"), "eStargz")
-    header.offset = header.data_offset = toc_offset
-    result.append(header)
-    return result
+    return _load_json(toc_json, "eStargz TOC"), header, toc_offset
 
 
 # --- zstd:chunked -----------------------------------------------------------
@@ -239,6 +247,11 @@ def list_zstd_chunked(fetch_range: FetchRange, blob_size: int, annotations: dict
     verified when present. Without the position annotation the footer is
     read first (two requests).
     """
+    return _entries_from_toc(_zstd_chunked_document(fetch_range, blob_size, annotations)[0], "zstd:chunked")
+
+
+def _zstd_chunked_document(fetch_range: FetchRange, blob_size: int, annotations: dict) -> tuple[dict, int]:
+    "The verified manifest of a zstd:chunked blob and its offset."
     annotations = annotations or {}
     offset, length, uncompressed = _manifest_position(fetch_range, blob_size, annotations)
     compressed = _fetch(fetch_range, offset, offset + length - 1)
@@ -258,8 +271,7 @@ def list_zstd_chunked(fetch_range: FetchRange, blob_size: int, annotations: dict
         raise
     except TarError as e:
         raise TocError(f"zstd:chunked manifest: {e}") from None
-    toc = _load_json(b"".join(parts), "zstd:chunked manifest")
-    return _entries_from_toc(toc, "zstd:chunked")
+    return _load_json(b"".join(parts), "zstd:chunked manifest"), offset
 
 
 # --- TOC entries ------------------------------------------------------------
@@ -380,3 +392,95 @@ def _entries_from_toc(toc: dict, what: str) -> list[Entry]:
             )
         )
     return result
+
+
+# --- one file's content, exactly -----------------------------------------------
+
+
+@dataclass
+class TocDocument:
+    "A lazy-pull layer's verified TOC and where its file data ends in the blob."
+
+    kind: str
+    toc: dict
+    end: int
+
+    def entries(self) -> list[Entry]:
+        return _entries_from_toc(self.toc, "eStargz" if self.kind == "estargz" else "zstd:chunked")
+
+
+def read_document(fetch_range: FetchRange, blob_size: int, annotations: dict) -> TocDocument:
+    "The TOC of a lazy-pull layer (:func:`toc_kind`), verified as :func:`list_toc` does."
+    kind = toc_kind(annotations)
+    if kind == "estargz":
+        toc, _, end = _estargz_document(fetch_range, blob_size, annotations.get(ESTARGZ_TOC_DIGEST))
+    elif kind == "zstd-chunked":
+        toc, end = _zstd_chunked_document(fetch_range, blob_size, annotations)
+    else:
+        raise TocError("the layer has no table of contents annotation")
+    return TocDocument(kind, toc, end)
+
+
+@dataclass
+class Chunk:
+    start: int       # blob offset of its gzip member / zstd frame
+    end: int         # blob offset where that member / frame ends (exclusive)
+    size: int        # uncompressed bytes of the file in it
+    digest: str      # chunkDigest, "" when the TOC has none
+
+
+def file_chunks(doc: TocDocument, path: str) -> tuple[list[Chunk], str]:
+    """The compressed chunks holding the regular file ``path`` and the file's
+    digest ("" if the TOC gives none). TocError when the TOC does not hold it."""
+    items = [item for item in doc.toc.get("entries", ()) if isinstance(item, dict)]
+    starts = sorted({_int(item, "offset") for item in items if _int(item, "offset") > 0} | {doc.end})
+    mine = [item for item in items if normalize_path(_str(item, "name")) == path and item.get("type") in ("reg", "chunk")]
+    head = next((item for item in mine if item.get("type") == "reg"), None)
+    if head is None:
+        raise TocError(f"the TOC has no regular file {path!r}")
+    size = _int(head, "size")
+    chunks: list[Chunk] = []
+    for item in mine:
+        offset = _int(item, "offset")
+        if not offset:
+            continue
+        chunk_offset = _int(item, "chunkOffset")
+        chunk_size = _int(item, "chunkSize") or size - chunk_offset
+        end = _int(item, "endOffset")
+        if not end:
+            later = [s for s in starts if s > offset]
+            end = later[0] if later else doc.end
+        if not (0 < offset < end <= doc.end) or chunk_size < 0 or chunk_offset + chunk_size > size:
+            raise TocError(f"the TOC entry for {path!r} has impossible offsets")
+        chunks.append(Chunk(offset, end, chunk_size, _str(item, "chunkDigest")))
+    if sum(c.size for c in chunks) != size:
+        raise TocError(f"the TOC chunks of {path!r} do not add up to its size")
+    return chunks, _str(head, "digest")
+
+
+def read_chunks(fetch_range: FetchRange, kind: str, chunks: list[Chunk], file_digest: str, what: str):
+    """Yield a file's content chunk by chunk: one Range request per chunk,
+    each chunk's digest checked, then the file's digest."""
+    import io
+
+    import zstandard
+
+    whole = hashlib.sha256() if file_digest.startswith("sha256:") else None
+    for chunk in chunks:
+        raw = _fetch(fetch_range, chunk.start, chunk.end - 1)
+        try:
+            if kind == "estargz":
+                data = zlib.decompressobj(31).decompress(raw, chunk.size)
+            else:
+                data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read(chunk.size)
+        except (zlib.error, zstandard.ZstdError) as e:
+            raise TocError(f"{what}: corrupt chunk at offset {chunk.start}: {e}") from None
+        if len(data) != chunk.size:
+            raise VerificationError(f"{what}: the chunk at offset {chunk.start} holds {len(data)} bytes, the TOC says {chunk.size}")
+        if chunk.digest:
+            _verify(data, chunk.digest, f"{what} chunk at offset {chunk.start}")
+        if whole is not None:
+            whole.update(data)
+        yield data
+    if whole is not None and "sha256:" + whole.hexdigest() != file_digest.lower():
+        raise VerificationError(f"{what}: content digest mismatch: the TOC says {file_digest}, got sha256:{whole.hexdigest()}")

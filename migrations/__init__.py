@@ -435,3 +435,20 @@ def m001_initial(db):
     "Tables, indexes, the paths_fts trigram index, and the views."
     for statement in M001_TABLES + M001_VIEWS:
         db.execute(statement.strip())
+
+
+@migrations()
+def m002_i16_checkpoints(db):
+    "Checkpoints into big gzip layers, so one file can be read with one Range request."
+    # One row per checkpoint (every few MiB of a layer's compressed bytes):
+    # rowid rather than WITHOUT ROWID because each row carries a ~10 KB blob.
+    db.execute(
+        """
+CREATE TABLE checkpoints (
+    layer_id INTEGER NOT NULL REFERENCES layers(id) ON DELETE CASCADE,
+    uncompressed INTEGER NOT NULL, -- offset in the layer's tar stream
+    bits INTEGER NOT NULL,         -- offset in the blob, in bits (a deflate block boundary)
+    window BLOB NOT NULL,          -- the 32 KiB of tar stream before it, zlib-compressed
+    UNIQUE (layer_id, uncompressed)
+)""".strip()
+    )

@@ -97,7 +97,8 @@ def test_migrations_apply_once_and_are_recorded(tmp_path):
     path = tmp_path / "index.db"
     db = open_db(path)
     applied = rows(db, "SELECT migration_set, name FROM _sqlite_migrations")
-    assert applied == [("layerslayer", "m001_initial")]
+    assert applied == [("layerslayer", m.name) for m in migrations._migrations]
+    assert applied[0] == ("layerslayer", "m001_initial") and ("layerslayer", "m002_i16_checkpoints") in applied
     assert migrations.pending(db) == []
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -126,7 +127,7 @@ def test_concurrent_first_open_migrates_once(tmp_path):
     path = str(tmp_path / "index.db")
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(2) as pool:
-        assert pool.map(_open_and_count, [path] * 4) == [1] * 4
+        assert pool.map(_open_and_count, [path] * 4) == [len(migrations._migrations)] * 4
 
 
 def _open_and_count(path):
@@ -860,7 +861,7 @@ def test_schema_text_is_stable(tmp_path):
              for line in text.splitlines() if line.startswith(("CREATE TABLE", "CREATE VIEW"))]
     assert order == [
         "images", "platforms", "history", "layers", "layer_sources", "platform_layers", "paths", "entries",
-        "deletions", "files", "image_layers", "image_files", "layer_deletions", "ghost_files", "visible_files",
+        "deletions", "checkpoints", "files", "image_layers", "image_files", "layer_deletions", "ghost_files", "visible_files",
     ]
     a.close()
     b.close()
