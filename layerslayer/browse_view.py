@@ -21,6 +21,7 @@ import urllib.parse
 
 import markupsafe
 from datasette import hookimpl
+from datasette.utils import await_me_maybe
 from datasette.utils.asgi import Response
 
 #: The most a view shows; a download gives up to DOWNLOAD_CAP.
@@ -42,7 +43,8 @@ def view_url(datasette, database: str, digest: str, offset: int) -> str:
 
 @hookimpl(tryfirst=True)
 def render_cell(row, value, column, table, database, datasette):
-    from .datasette_plugin import is_index, render_value
+    from .datasette_plugin import is_index
+    from .datasette_plugin import render_cell as plugin_render_cell
 
     if column == "listed_via" and table == "layers" and isinstance(value, str) and is_index(datasette, database):
         return _how_read(row, value, database, datasette)
@@ -51,9 +53,16 @@ def render_cell(row, value, column, table, database, datasette):
     keys = row.keys() if hasattr(row, "keys") else ()
     if not {"layer_digest", "offset", "type"} <= set(keys) or row["type"] != "file":
         return None
-    shown = render_value(row, value, column, table, database, datasette) or markupsafe.escape(value)
+    # The main plugin's own rendering of the cell (a ghost row's copy-ready
+    # command included), with the view link after it.
+    shown = plugin_render_cell(row, value, column, table, database, datasette)
     href = view_url(datasette, database, row["layer_digest"], row["offset"])
-    return markupsafe.Markup(f'{shown} <a class="ll-view" href="{html.escape(href, quote=True)}" title="Show its contents">view</a>')
+    link = markupsafe.Markup(f' <a class="ll-view" href="{html.escape(href, quote=True)}" title="Show its contents">view</a>')
+
+    async def inner():
+        return (await await_me_maybe(shown) or markupsafe.escape(value)) + link
+
+    return inner
 
 
 def _how_read(row, listed_via: str, database: str, datasette):

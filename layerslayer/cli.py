@@ -402,8 +402,6 @@ def _explicit(value, name: str):
     return None if source == click.core.ParameterSource.DEFAULT else value
 
 
-#: Every untrusted string goes through display.printable before the terminal.
-
 
 def _echo_download(result) -> None:
     from .display import human_size
