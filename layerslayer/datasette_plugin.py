@@ -1097,7 +1097,8 @@ def render_cell(row, value, column, table, database, datasette):
     if not is_index(datasette, database):
         return None
     if table == "ghost_files" and column == "path" and isinstance(value, str) and value:
-        return _ghost_path_cell(row, value, database, datasette)
+        # A callable, not a coroutine: Datasette calls it only when this hook's answer is used.
+        return lambda: _ghost_path_cell(row, value, database, datasette)
     return render_value(row, value, column, table, database, datasette)
 
 
