@@ -192,10 +192,29 @@ def index_layer(
             blob.verify(job.size)
             return blob.size
 
-        listing = counted(tarstream.iter_entries(chunks, tarstream.compression_of(job.media_type)))
-        return write_listing(db, job.digest, listing, finish), blob.size
+        reader = tarstream.TarReader(
+            tarstream.decompress(chunks, tarstream.compression_of(job.media_type)),
+            max_name_bytes=tarstream.name_budget(job.size),
+        )
+        count = write_listing(db, job.digest, counted(reader), finish)
+        if reader.global_header_count:
+            progress.message(f"layer {job.digest}: {global_headers_note(reader)}")
+        return count, blob.size
     finally:
         db.close()
+
+
+def global_headers_note(reader: tarstream.TarReader) -> str:
+    """A line on the pax global headers of a layer: the runtime applies them
+    to no entry, so neither does the index, but they are unusual (``git
+    archive`` writes one; an evasion may hide names in one)."""
+    shown = "; ".join(
+        f"offset {offset}: " + ", ".join(f"{key}={value!r}" for key, value in records.items())
+        for offset, records in reader.global_headers
+    )
+    more = reader.global_header_count - len(reader.global_headers)
+    return (f"{reader.global_header_count} pax global header(s), applied to no entry as the runtime does "
+            f"({shown}{f'; {more} more' if more else ''})")
 
 
 def write_listing(db, digest: str, entries: Iterable[tarstream.Entry], finish: Callable[[], int],
