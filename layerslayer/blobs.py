@@ -30,7 +30,9 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import stat
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -754,8 +756,14 @@ class SafeTree:
             name, fd = self._try_names(parts[-1], lambda n: os.open(n, _O_NEWFILE, 0o600, dir_fd=parent))
             try:
                 with os.fdopen(fd, "wb", closefd=True) as f:
-                    for piece in content:
-                        f.write(piece)
+                    if entry.sparse is None:
+                        for piece in content:
+                            f.write(piece)
+                    else:  # holes stay holes (seek), the size is the logical one (as tarfile writes it)
+                        for at, piece in tarstream.sparse_pieces(content, entry.sparse):
+                            f.seek(at)
+                            f.write(piece)
+                        f.truncate(entry.size)
                     f.flush()
                     os.fchmod(f.fileno(), mode)
                     _set_mtime(lambda t: os.utime(f.fileno(), t), entry.mtime)
@@ -820,6 +828,13 @@ class SafeTree:
         finally:
             os.close(source_parent)
         return self._remember(entry.path, parts, name)
+
+    def wrote_in_layer(self, path: str) -> bool:
+        "True when a file, link or symlink at ``path`` was written from the current layer."
+        try:
+            return "/".join(_components(path)) in self._layer_written
+        except Refused:
+            return False
 
     def _remember(self, path: str, parts: list[str], name: str) -> str:
         disk = self._disk_parts(parts[:-1]) + [name]
@@ -1056,7 +1071,10 @@ def plan_extraction(layer_rows: Sequence[tuple[object, Iterable[tuple[str, str, 
     plans: dict[str, LayerPlan] = {}
     for layer, rows in layer_rows:
         offsets: set[int] = set()
+        last = {path: offset for path, _, offset in rows}  # a path twice in a layer: the last copy wins
         for path, kind, offset in rows:
+            if last[path] != offset:
+                continue
             hidden = view.hidden(path) if view else None
             if view:
                 view.note(path, kind)
@@ -1152,10 +1170,10 @@ def extract_files(
                             _write_one(tree, entry, stream, layer, report, on_written)
                         if remaining is not None:
                             remaining.discard(path)
-                            if not remaining and not verify:
-                                stop = True
-                                break
-                    if verify and not stream.complete:
+                            # A later copy of the path in this layer would win
+                            # (as the runtime unpacks it): finish the layer first.
+                            stop = not remaining
+                    if (verify or stop) and not stream.complete:
                         stream.drain()
                     stream.verify()
                 except VerificationError:
@@ -1187,6 +1205,7 @@ def extract_files(
 def _write_one(tree: SafeTree, entry: tarstream.Entry, stream: LayerStream, layer, report: ExtractReport,
                on_written: Callable[[WrittenEntry], None] | None) -> None:
     index = _layer_index(layer)
+    again = tree.wrote_in_layer(entry.path)
     try:
         written_as = tree.write(entry, stream.reader.iter_content() if entry.type == "file" else None)
     except Refused as why:
@@ -1196,6 +1215,8 @@ def _write_one(tree: SafeTree, entry: tarstream.Entry, stream: LayerStream, laye
         report.refused.append(RefusedEntry(entry.path, entry.type, f"cannot write it: {error.strerror or error}", index, layer.digest))
         return
     written = WrittenEntry(entry.path, entry.type, entry.size, index, layer.digest, written_as)
+    if again:  # an earlier copy of the path in this layer, now replaced: listed once
+        report.written = [w for w in report.written if not (w.path == entry.path and w.digest == layer.digest)]
     report.written.append(written)
     if on_written:
         on_written(written)
@@ -1213,6 +1234,10 @@ def cat_file(
     max_links: int = 16,
 ) -> ExtractReport:
     """Write the content of the first file matching ``pattern`` (top layer first) to ``out``.
+
+    A path present twice in that layer gives its last copy, as the runtime
+    unpacks it: the layer is read to its end (spooled to a temporary file),
+    and its digest is checked before anything reaches ``out``.
 
     Symbolic links are followed inside the image (an absolute target means
     the image's root), hard links to their target in the same layer.
@@ -1232,37 +1257,56 @@ def cat_file(
                 stream = LayerStream(client, repository, layer.digest, layer.media_type, layer.size)
                 read = LayerRead(layer.digest, index, 0, False)
                 report.layers.append(read)
-                found = False
+                found: tarstream.Entry | None = None
+                spool = None
                 try:
                     for entry in stream.entries():
-                        hidden = view.hidden(entry.path) if view else None
-                        if view:
-                            view.note(entry.path, entry.type)
-                        if entry.whiteout or hidden or not wanted(entry.path):
-                            continue
-                        found = True
-                        if entry.type == "file":
-                            for piece in stream.reader.iter_content():
-                                out.write(piece)
-                            out.flush()
-                            report.written.append(WrittenEntry(entry.path, "file", entry.size, index, layer.digest, ""))
-                        elif entry.type == "symlink":
-                            base = "" if entry.linkname.startswith("/") else posixpath.dirname(entry.path)
-                            target = posixpath.normpath(posixpath.join("/", base, entry.linkname)).lstrip("/")
-                            follow = (target, candidates)
-                        elif entry.type == "hardlink":
-                            follow = (entry.linkname, [layer])
+                        if found is not None:
+                            # A later copy of the same path in this layer wins (as the
+                            # runtime unpacks it): read the layer to its end.
+                            if entry.path != found.path:
+                                continue
                         else:
-                            what = {"dir": "is a directory", "fifo": "is a FIFO"}.get(entry.type, "is a device file")
-                            report.refused.append(RefusedEntry(entry.path, entry.type, f"{entry.path} {what}", index, layer.digest))
-                        break
-                    if stream.complete:
-                        stream.verify()
+                            hidden = view.hidden(entry.path) if view else None
+                            if view:
+                                view.note(entry.path, entry.type)
+                            if entry.whiteout or hidden or not wanted(entry.path):
+                                continue
+                        found = entry
+                        if entry.type == "file":
+                            if spool is None:
+                                spool = tempfile.TemporaryFile()
+                            spool.seek(0)
+                            spool.truncate()
+                            content = stream.reader.iter_content()
+                            if entry.sparse is not None:
+                                content = tarstream.sparse_bytes(content, entry.sparse, entry.size)
+                            for piece in content:
+                                spool.write(piece)
+                    stream.verify()  # the layer was read to its end: its digest is checked before any output
+                    if found is None:
+                        pass
+                    elif found.type == "file":
+                        spool.seek(0)
+                        shutil.copyfileobj(spool, out, EXTRACT_CHUNK)
+                        out.flush()
+                        report.written.append(WrittenEntry(found.path, "file", found.size, index, layer.digest, ""))
+                    elif found.type == "symlink":
+                        base = "" if found.linkname.startswith("/") else posixpath.dirname(found.path)
+                        target = posixpath.normpath(posixpath.join("/", base, found.linkname)).lstrip("/")
+                        follow = (target, candidates)
+                    elif found.type == "hardlink":
+                        follow = (found.linkname, [layer])
+                    else:
+                        what = {"dir": "is a directory", "fifo": "is a FIFO"}.get(found.type, "is a device file")
+                        report.refused.append(RefusedEntry(found.path, found.type, f"{found.path} {what}", index, layer.digest))
                 finally:
+                    if spool is not None:
+                        spool.close()
                     read.fetched = stream.fetched
                     read.complete = stream.complete
                     stream.close()
-                if found:
+                if found is not None:
                     break
                 if view:
                     view.end_layer()

@@ -1208,3 +1208,38 @@ def name_budget(blob_size: int | None) -> int:
     :data:`NAME_BYTES_FLOOR` or :data:`NAME_BYTES_PER_BLOB_BYTE` times its size."""
     return max(NAME_BYTES_FLOOR, NAME_BYTES_PER_BLOB_BYTE * (blob_size or 0))
 
+
+
+def sparse_pieces(content: Iterable[bytes], fragments: tuple[tuple[int, int], ...]) -> Iterator[tuple[int, bytes]]:
+    """``(offset in the file, bytes)`` for the stored content of a sparse entry
+    (``Entry.sparse``): each fragment's bytes go at its offset; the rest of the
+    file (up to ``Entry.size``) is holes, i.e. zeros."""
+    frags = iter(fragments)
+    at, left = 0, 0
+    for chunk in content:
+        view = memoryview(chunk)
+        while view:
+            while not left:
+                at, left = next(frags)
+            piece = view[:left]
+            yield at, bytes(piece)
+            at += len(piece)
+            left -= len(piece)
+            view = view[len(piece):]
+
+
+def sparse_bytes(content: Iterable[bytes], fragments: tuple[tuple[int, int], ...], size: int,
+                 hole_chunk: int = 1 << 20) -> Iterator[bytes]:
+    "The logical bytes of a sparse entry, holes as zeros (for a stream that cannot seek)."
+    pos = 0
+    for at, piece in sparse_pieces(content, fragments):
+        while pos < at:
+            n = min(at - pos, hole_chunk)
+            yield bytes(n)
+            pos += n
+        yield piece
+        pos += len(piece)
+    while pos < size:
+        n = min(size - pos, hole_chunk)
+        yield bytes(n)
+        pos += n
