@@ -864,8 +864,8 @@ class TarReader:
                 long_name = None
             else:
                 raw_name = raw_name.partition(b"\0")[0]
-                if hdr[345] and hdr[257:263] == b"ustar\x00":
-                    raw_name = hdr[345:500].partition(b"\0")[0] + b"/" + raw_name
+                if hdr[345]:
+                    raw_name = _with_prefix(hdr, raw_name)
             name = raw_name.decode("utf-8", "surrogateescape")
 
             # -- mode, uid, gid
@@ -1187,6 +1187,36 @@ def _storable_numbers(uid: int, gid: int, mtime, devmajor: int, devminor: int, h
     if mtime.__class__ is int and not -_INT64 <= mtime < _INT64:  # Go's reader fails on it too
         raise TarError(f"corrupt header at offset {hdr_off}: impossible mtime {mtime}")
     return uid, gid, mtime
+
+
+def _with_prefix(hdr: bytes, name: bytes) -> bytes:
+    """The name with the header's prefix field, where Go's reader takes one:
+    ustar/pax (155 bytes), star (131 bytes), and GNU headers written by a
+    pre-1.8 Go whose atime/ctime fields do not parse (golang.org/issue/12594)."""
+    magic = hdr[257:265]
+    if magic[:6] == b"ustar\x00":
+        prefix = hdr[345:476] if hdr[508:512] == b"tar\x00" else hdr[345:500]
+    elif magic == b"ustar  \x00":
+        for field in (hdr[345:357], hdr[357:369]):
+            if field[0] and not _parses(field):
+                break
+        else:
+            return name  # GNU atime/ctime: no prefix
+        prefix = hdr[345:500]
+        if not prefix.partition(b"\0")[0].isascii():
+            return name
+    else:
+        return name  # v7: no prefix field
+    prefix = prefix.partition(b"\0")[0]
+    return prefix + b"/" + name if prefix else name
+
+
+def _parses(field: bytes) -> bool:
+    "Whether Go's parseNumeric reads a numeric field without an error."
+    if field[0] & 0x80:
+        return True  # base-256 (an overflow would fail, but not in a 12-byte time we keep)
+    text = field.strip(b" \x00").partition(b"\x00")[0]
+    return not text or (text.isdigit() and text.isascii() and b"8" not in text and b"9" not in text)
 
 
 def _not_a_tar(head: bytes) -> str:

@@ -283,9 +283,13 @@ def test_unknown_types_are_skipped_correctly():
 def test_v7_header_and_old_directory():
     raw = raw_header(b"v7file", 3, b"\0", magic=bytes(8)) + pad(b"abc")
     raw += raw_header(b"v7dir/", 0, b"\0", magic=bytes(8))
-    raw += raw_header(b"ignored-prefix", 0, b"0", magic=b"ustar  \0", prefix=b"gnu-atime-area")
+    raw += raw_header(b"ignored-prefix", 0, b"0", magic=b"ustar  \0", prefix=b"0000000\x000000000\x00")
+    # a GNU header whose atime/ctime do not parse was written by a pre-1.8 Go
+    # with a prefix there: Go's reader (the runtime) uses it
+    raw += raw_header(b"name", 0, b"0", magic=b"ustar  \0", prefix=b"go17-prefix")
     got = [(e.path, e.type, e.size) for e in iter_entries([raw + bytes(1024)])]
-    assert got == [("v7file", "file", 3), ("v7dir", "dir", 0), ("ignored-prefix", "file", 0)]
+    assert got == [("v7file", "file", 3), ("v7dir", "dir", 0), ("ignored-prefix", "file", 0),
+                   ("go17-prefix/name", "file", 0)]
 
 
 def test_global_pax_header_changes_no_entry():
