@@ -196,10 +196,14 @@ def index_layer(
             tarstream.decompress(chunks, tarstream.compression_of(job.media_type)),
             max_name_bytes=tarstream.name_budget(job.size),
         )
-        count = write_listing(db, job.digest, counted(reader), finish)
-        if reader.global_header_count:
-            progress.message(f"layer {job.digest}: {global_headers_note(reader)}")
-        return count, blob.size
+        def note() -> str | None:
+            if not reader.global_header_count:
+                return None
+            text = global_headers_note(reader)
+            progress.message(f"layer {job.digest}: {text}")
+            return text
+
+        return write_listing(db, job.digest, counted(reader), finish, note=note), blob.size
     finally:
         db.close()
 
@@ -218,7 +222,7 @@ def global_headers_note(reader: tarstream.TarReader) -> str:
 
 
 def write_listing(db, digest: str, entries: Iterable[tarstream.Entry], finish: Callable[[], int],
-                  listed_via: str = "stream") -> int:
+                  listed_via: str = "stream", note: Callable[[], str | None] | None = None) -> int:
     """Store a layer's entries as they stream; return the entry count.
 
     ``entries`` is consumed here (a caller may show each one as it passes);
@@ -226,11 +230,12 @@ def write_listing(db, digest: str, entries: Iterable[tarstream.Entry], finish: C
     on a mismatch) and return the number of blob bytes read. The rows commit
     with the layer's ``indexed`` status only after that, in one transaction;
     on any exception no entry of the layer is kept (see store.LayerWriter).
+    ``note()``, called once the entries are read, gives ``layers.note``.
     """
     with store.LayerWriter(db, digest, listed_via=listed_via) as writer:
         writer.add_many(entries)
         bytes_read = finish()
-        return writer.commit(bytes_read=bytes_read)
+        return writer.commit(bytes_read=bytes_read, note=note() if note else None)
 
 
 def record_image(db, ref: Reference, resolved: ResolvedImage) -> int:

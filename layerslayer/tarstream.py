@@ -750,7 +750,6 @@ class TarReader:
         long_name: bytes | None = None
         long_link: bytes | None = None
         chain = 0  # extension headers seen in a row
-        chain_start = 0
         ext_start = -1  # offset of the first x/L/K header of the current entry
 
         while True:
@@ -809,8 +808,6 @@ class TarReader:
             if etype is None:
                 if typeflag in _EXTENSIONS:
                     # -- extension headers: pax x/X/g, GNU L/K
-                    if not chain:
-                        chain_start = hdr_off
                     if ext_start < 0:
                         ext_start = hdr_off
                     chain += 1

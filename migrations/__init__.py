@@ -435,3 +435,11 @@ def m001_initial(db):
     "Tables, indexes, the paths_fts trigram index, and the views."
     for statement in M001_TABLES + M001_VIEWS:
         db.execute(statement.strip())
+
+
+@migrations()
+def m002_i12_layer_notes(db):
+    """layers.note: what a researcher should know of a layer that is no error,
+    e.g. its pax global headers (the runtime applies them to no entry, so the
+    index does not either, but their records may hide a name)."""
+    db.execute("ALTER TABLE layers ADD COLUMN note TEXT")

@@ -12,6 +12,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from dbrows import rows
 from harness.builder import push_image, tar_layer
 from rawtar import END, pad, pax_record, raw_header
 
@@ -88,6 +89,15 @@ def test_ls_merged_shows_every_hidden_key(image):
     assert not any("innocent" in path for path in listed)
 
 
+def test_find_shows_the_first_copy_of_a_path_twice_as_not_visible(image):
+    db, _ = image
+    result = run("find", db, "/t6/root/.ssh/id_rsa", "--nl")
+    hits = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(h["size"], h["visible"]) for h in hits] == [(len(b"decoy\n"), False), (len(KEY), True)]
+    visible = run("find", db, "/t6/root/.ssh/id_rsa", "--visible", "--nl")
+    assert [json.loads(line)["size"] for line in visible.stdout.splitlines()] == [len(KEY)]
+
+
 @pytest.mark.parametrize("with_db", [False, True])
 def test_extract_writes_what_the_runtime_unpacks(image, tmp_path, with_db):
     db, pushed = image
@@ -115,3 +125,5 @@ def test_global_header_is_noted_for_its_layer(registry, unique_repo, tmp_path):
     digest = pushed.image.layers[0].digest
     assert (f"layer {digest}: 1 pax global header(s), applied to no entry as the runtime does "
             "(offset 0: path='innocent.txt')") in result.output
+    note = rows(tmp_path / "g.db", "SELECT note FROM layers WHERE digest = ?", [digest])[0][0]
+    assert note.startswith("1 pax global header(s), applied to no entry") and "innocent.txt" in note
