@@ -1278,17 +1278,19 @@ def cat_file(
                                 spool = tempfile.TemporaryFile()
                             spool.seek(0)
                             spool.truncate()
-                            content = stream.reader.iter_content()
-                            if entry.sparse is not None:
-                                content = tarstream.sparse_bytes(content, entry.sparse, entry.size)
-                            for piece in content:
+                            for piece in stream.reader.iter_content():  # stored bytes: holes come later
                                 spool.write(piece)
                     stream.verify()  # the layer was read to its end: its digest is checked before any output
                     if found is None:
                         pass
                     elif found.type == "file":
                         spool.seek(0)
-                        shutil.copyfileobj(spool, out, EXTRACT_CHUNK)
+                        if found.sparse is None:
+                            shutil.copyfileobj(spool, out, EXTRACT_CHUNK)
+                        else:  # a sparse file: its logical bytes, holes as zeros
+                            stored = iter(lambda: spool.read(EXTRACT_CHUNK), b"")
+                            for piece in tarstream.sparse_bytes(stored, found.sparse, found.size):
+                                out.write(piece)
                         out.flush()
                         report.written.append(WrittenEntry(found.path, "file", found.size, index, layer.digest, ""))
                     elif found.type == "symlink":
