@@ -30,6 +30,7 @@ import hashlib
 import logging
 import os
 import re
+import shutil
 import stat
 import tempfile
 import time
@@ -827,7 +828,8 @@ class SafeTree:
                                    f"({self.bytes_written} written; --max-output raises it): extraction stopped")
 
     def _write_file(self, entry: tarstream.Entry, parts: list[str], content: Iterable[bytes]) -> str:
-        self._check_cap(entry.size)
+        # A sparse file's holes take no disk: the cap counts its stored fragments.
+        self._check_cap(entry.size if entry.sparse is None else sum(length for _, length in entry.sparse))
         parent = self._open_dir(parts[:-1], create=True)
         try:
             mode = self._mode(entry)
@@ -835,10 +837,18 @@ class SafeTree:
             name, fd = self._try_names(parts[-1], lambda n: os.open(n, _O_NEWFILE, 0o600, dir_fd=parent))
             try:
                 with os.fdopen(fd, "wb", closefd=True) as f:
-                    for piece in content:
-                        self._check_cap(len(piece))
-                        f.write(piece)
-                        self.bytes_written += len(piece)
+                    if entry.sparse is None:
+                        for piece in content:
+                            self._check_cap(len(piece))
+                            f.write(piece)
+                            self.bytes_written += len(piece)
+                    else:  # holes stay holes (seek), the size is the logical one (as tarfile writes it)
+                        for at, piece in tarstream.sparse_pieces(content, entry.sparse):
+                            self._check_cap(len(piece))
+                            f.seek(at)
+                            f.write(piece)
+                            self.bytes_written += len(piece)
+                        f.truncate(entry.size)
                     f.flush()
                     os.fchmod(f.fileno(), mode)
                     _set_mtime(lambda t: os.utime(f.fileno(), t), entry.mtime)
@@ -911,6 +921,13 @@ class SafeTree:
         finally:
             os.close(source_parent)
         return self._remember(entry.path, parts, name)
+
+    def wrote_in_layer(self, path: str) -> bool:
+        "True when a file, link or symlink at ``path`` was written from the current layer."
+        try:
+            return "/".join(_components(path)) in self._layer_written
+        except Refused:
+            return False
 
     def _remember(self, path: str, parts: list[str], name: str) -> str:
         disk = self._disk_parts(parts[:-1]) + [name]
@@ -1180,7 +1197,10 @@ def plan_extraction(layer_rows: Sequence[tuple[object, Iterable[tuple[str, str, 
     for layer, rows in layer_rows:
         offsets: set[int] = set()
         paths: set[str] = set()
+        last = {path: offset for path, _, offset in rows}  # a path twice in a layer: the last copy wins
         for path, kind, offset in rows:
+            if last[path] != offset:
+                continue
             hidden = view.hidden(path) if view else None
             if view:
                 view.note(path, kind)
@@ -1303,10 +1323,10 @@ def extract_files(
                                 break
                         if remaining is not None:
                             remaining.discard(path)
-                            if not remaining and not verify:
-                                stop = True
-                                break
-                    if verify and not stream.complete:
+                            # A later copy of the path in this layer would win
+                            # (as the runtime unpacks it): finish the layer first.
+                            stop = not remaining
+                    if (verify or stop) and not stream.complete:
                         stream.drain()
                     stream.verify()
                 except BaseException as error:
@@ -1438,6 +1458,7 @@ def _write_one(tree: SafeTree, entry: tarstream.Entry, stream: LayerStream, laye
     if follow and entry.type == "symlink":  # written later by follow_links, as the file it leads to
         report.written.append(WrittenEntry(entry.path, "symlink", 0, index, layer.digest, "", entry.linkname))
         return
+    again = tree.wrote_in_layer(entry.path)
     try:
         written_as = tree.write(entry, stream.reader.iter_content() if entry.type == "file" else None)
     except OutputCapReached as why:
@@ -1452,6 +1473,8 @@ def _write_one(tree: SafeTree, entry: tarstream.Entry, stream: LayerStream, laye
         return
     written = WrittenEntry(entry.path, entry.type, entry.size, index, layer.digest, written_as,
                            entry.linkname if entry.type == "symlink" else "")
+    if again:  # an earlier copy of the path in this layer, now replaced: listed once
+        report.written = [w for w in report.written if not (w.path == entry.path and w.digest == layer.digest)]
     report.written.append(written)
     if on_written:
         on_written(written)
@@ -1471,12 +1494,15 @@ def cat_file(
 ) -> ExtractReport:
     """Write the content of the first file matching ``pattern`` (top layer first) to ``out``.
 
+    A path present twice in that layer gives its last copy, as the runtime
+    unpacks it: the layer is read to its end (spooled to a temporary file),
+    and its digest is checked before anything reaches ``out``.
+
     Symbolic links are followed inside the image (an absolute target means
     the image's root), hard links to their target in the same layer.
-    Bytes written to ``out`` cannot be taken back: when the stream fails
-    while or after they are written (or, with ``verify``, the layer read to
-    its end does not match its digest), the error says how many bytes of
-    which file were already written.
+    Nothing reaches ``out`` before the layer's digest has been checked, so
+    ``verify`` changes nothing here (it is accepted for symmetry with
+    :func:`extract_files`).
     """
     import posixpath
 
@@ -1493,47 +1519,58 @@ def cat_file(
                 stream = LayerStream(client, repository, layer.digest, layer.media_type, layer.size)
                 read = LayerRead(layer.digest, index, 0, False)
                 report.layers.append(read)
-                found = False
-                sent: tuple[str, int] | None = None  # (path, bytes) written to out from this layer
+                found: tarstream.Entry | None = None
+                spool = None
                 try:
                     for entry in stream.entries():
-                        hidden = view.hidden(entry.path) if view else None
-                        if view:
-                            view.note(entry.path, entry.type)
-                        if entry.whiteout or hidden or not wanted(entry.path):
-                            continue
-                        found = True
-                        if entry.type == "file":
-                            sent = (entry.path, 0)
-                            for piece in stream.reader.iter_content():
-                                out.write(piece)
-                                sent = (entry.path, sent[1] + len(piece))
-                            out.flush()
-                            report.written.append(WrittenEntry(entry.path, "file", entry.size, index, layer.digest, ""))
-                        elif entry.type == "symlink":
-                            base = "" if entry.linkname.startswith("/") else posixpath.dirname(entry.path)
-                            target = posixpath.normpath(posixpath.join("/", base, entry.linkname)).lstrip("/")
-                            follow = (target, candidates)
-                        elif entry.type == "hardlink":
-                            follow = (entry.linkname, [layer])
+                        if found is not None:
+                            # A later copy of the same path in this layer wins (as the
+                            # runtime unpacks it): read the layer to its end.
+                            if entry.path != found.path:
+                                continue
                         else:
-                            what = {"dir": "is a directory", "fifo": "is a FIFO"}.get(entry.type, "is a device file")
-                            report.refused.append(RefusedEntry(entry.path, entry.type, f"{entry.path} {what}", index, layer.digest))
-                        break
-                    if verify and sent is not None and not stream.complete:
-                        stream.drain()
-                    if stream.complete:
-                        stream.verify()
-                except LayerslayerError as error:
-                    if sent is not None:
-                        _add_note(error, f"{sent[1]} byte(s) of {sent[0]} from that layer were already written to "
-                                         f"standard output and cannot be taken back: do not trust them")
-                    raise
+                            hidden = view.hidden(entry.path) if view else None
+                            if view:
+                                view.note(entry.path, entry.type)
+                            if entry.whiteout or hidden or not wanted(entry.path):
+                                continue
+                        found = entry
+                        if entry.type == "file":
+                            if spool is None:
+                                spool = tempfile.TemporaryFile()
+                            spool.seek(0)
+                            spool.truncate()
+                            for piece in stream.reader.iter_content():  # stored bytes: holes come later
+                                spool.write(piece)
+                    stream.verify()  # the layer was read to its end: its digest is checked before any output
+                    if found is None:
+                        pass
+                    elif found.type == "file":
+                        spool.seek(0)
+                        if found.sparse is None:
+                            shutil.copyfileobj(spool, out, EXTRACT_CHUNK)
+                        else:  # a sparse file: its logical bytes, holes as zeros
+                            stored = iter(lambda: spool.read(EXTRACT_CHUNK), b"")
+                            for piece in tarstream.sparse_bytes(stored, found.sparse, found.size):
+                                out.write(piece)
+                        out.flush()
+                        report.written.append(WrittenEntry(found.path, "file", found.size, index, layer.digest, ""))
+                    elif found.type == "symlink":
+                        base = "" if found.linkname.startswith("/") else posixpath.dirname(found.path)
+                        target = posixpath.normpath(posixpath.join("/", base, found.linkname)).lstrip("/")
+                        follow = (target, candidates)
+                    elif found.type == "hardlink":
+                        follow = (found.linkname, [layer])
+                    else:
+                        what = {"dir": "is a directory", "fifo": "is a FIFO"}.get(found.type, "is a device file")
+                        report.refused.append(RefusedEntry(found.path, found.type, f"{found.path} {what}", index, layer.digest))
                 finally:
+                    if spool is not None:
+                        spool.close()
                     read.fetched = stream.fetched
                     read.complete = stream.complete
                     stream.close()
-                if found:
+                if found is not None:
                     break
                 if view:
                     view.end_layer()

@@ -722,6 +722,7 @@ def database_metadata() -> dict:
                 "bytes_read": "Bytes downloaded to list it.",
                 "error": "Why indexing failed.",
                 "indexed_at": "When it was indexed (UTC).",
+                "note": "Something unusual but no error, e.g. pax global headers (applied to no entry, as the runtime does).",
             },
         },
         "layer_sources": {

@@ -199,9 +199,16 @@ def index_layer(
             return blob.size
 
         points: list[seekable.Checkpoint] = []
-        inflated = _inflate(chunks, job, span, points)
-        listing = counted(iter(tarstream.TarReader(inflated)))
-        return write_listing(db, job.digest, listing, finish, checkpoints=points), blob.size
+        reader = tarstream.TarReader(_inflate(chunks, job, span, points), max_name_bytes=tarstream.name_budget(job.size))
+
+        def note() -> str | None:
+            if not reader.global_header_count:
+                return None
+            text = global_headers_note(reader)
+            progress.message(f"layer {job.digest}: {text}")
+            return text
+
+        return write_listing(db, job.digest, counted(reader), finish, checkpoints=points, note=note), blob.size
     finally:
         db.close()
 
@@ -225,8 +232,22 @@ def _inflate(chunks: Iterable[bytes], job: LayerJob, span: int, points: list) ->
     return seekable.gunzip_checkpointed(source, points, span)
 
 
+def global_headers_note(reader: tarstream.TarReader) -> str:
+    """A line on the pax global headers of a layer: the runtime applies them
+    to no entry, so neither does the index, but they are unusual (``git
+    archive`` writes one; an evasion may hide names in one)."""
+    shown = "; ".join(
+        f"offset {offset}: " + ", ".join(f"{key}={value!r}" for key, value in records.items())
+        for offset, records in reader.global_headers
+    )
+    more = reader.global_header_count - len(reader.global_headers)
+    return (f"{reader.global_header_count} pax global header(s), applied to no entry as the runtime does "
+            f"({shown}{f'; {more} more' if more else ''})")
+
+
 def write_listing(db, digest: str, entries: Iterable[tarstream.Entry], finish: Callable[[], int],
-                  listed_via: str = "stream", checkpoints: list | None = None) -> int:
+                  listed_via: str = "stream", checkpoints: list | None = None,
+                  note: Callable[[], str | None] | None = None) -> int:
     """Store a layer's entries as they stream; return the entry count.
 
     ``entries`` is consumed here (a caller may show each one as it passes);
@@ -234,12 +255,13 @@ def write_listing(db, digest: str, entries: Iterable[tarstream.Entry], finish: C
     on a mismatch) and return the number of blob bytes read. The rows commit
     with the layer's ``indexed`` status only after that, in one transaction;
     on any exception no entry of the layer is kept (see store.LayerWriter).
+    ``note()``, called once the entries are read, gives ``layers.note``.
     """
     with store.LayerWriter(db, digest, listed_via=listed_via) as writer:
         writer.add_many(entries)
         bytes_read = finish()
         writer.checkpoints = [(p.out, p.bits, seekable.pack_window(p.window)) for p in checkpoints or ()]
-        return writer.commit(bytes_read=bytes_read)
+        return writer.commit(bytes_read=bytes_read, note=note() if note else None)
 
 
 def record_image(db, ref: Reference, resolved: ResolvedImage) -> int:

@@ -810,8 +810,10 @@ class LayerWriter:
             raise self._error
 
     # -- finishing
-    def commit(self, bytes_read: int | None = None) -> int:
+    def commit(self, bytes_read: int | None = None, note: str | None = None) -> int:
         """Move the staged rows into the index; return the layer's entry count.
+
+        ``note`` goes to ``layers.note`` (something unusual but not an error).
 
         A no-op (``skipped`` = True, returning the recorded count) when the
         layer is already ``indexed``.
@@ -831,11 +833,11 @@ class LayerWriter:
         # transaction (the pragma is a no-op inside one) and back on after.
         conn.execute("PRAGMA foreign_keys = OFF")
         try:
-            return self._commit(conn, self._stage, bytes_read)
+            return self._commit(conn, self._stage, bytes_read, note)
         finally:
             conn.execute("PRAGMA foreign_keys = ON")
 
-    def _commit(self, conn: sqlite3.Connection, stage: str, bytes_read: int | None) -> int:
+    def _commit(self, conn: sqlite3.Connection, stage: str, bytes_read: int | None, note: str | None = None) -> int:
         conn.execute("BEGIN IMMEDIATE")
         try:
             row = conn.execute(
@@ -878,8 +880,8 @@ class LayerWriter:
                 )
             conn.execute(
                 "UPDATE layers SET status = 'indexed', entries = ?, listed_via = ?, "
-                "bytes_read = ?, indexed_at = ?, error = NULL WHERE id = ?",
-                [self.count, self.listed_via, bytes_read, _now(), layer_id],
+                "bytes_read = ?, indexed_at = ?, error = NULL, note = ? WHERE id = ?",
+                [self.count, self.listed_via, bytes_read, _now(), note, layer_id],
             )
             conn.execute("COMMIT")
         except BaseException:

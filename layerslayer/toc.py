@@ -22,13 +22,14 @@ Range fetch from there is where the file's first chunk starts.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 import struct
 import zlib
 from calendar import timegm
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 from .errors import VerificationError
 from .tarstream import Entry, TarError, TarReader, decompress, normalize_path
@@ -62,10 +63,13 @@ _MANIFEST_TYPE_CRFS = 1
 
 #: First Range request: the blob's tail, big enough to often hold the TOC too.
 TAIL_FETCH_SIZE = 64 << 10
-#: Largest compressed TOC fetched.
-MAX_TOC_COMPRESSED = 256 << 20
-#: Largest TOC JSON accepted once decompressed.
-MAX_TOC_JSON = 1 << 30
+#: Largest compressed TOC fetched, and largest TOC JSON accepted once
+#: decompressed: what keeps ``index`` under 100 MB RSS on any TOC (the JSON
+#: is held once, as text; its entries are read one by one, never all at
+#: once). A bigger TOC (some 40,000 entries and more) is not an error: the
+#: indexer lists the layer by streaming it instead.
+MAX_TOC_COMPRESSED = 16 << 20
+MAX_TOC_JSON = 16 << 20
 
 FetchRange = Callable[[int, int], bytes]
 
@@ -95,13 +99,15 @@ def toc_kind(annotations: dict | None) -> str | None:
     return None
 
 
-def list_toc(fetch_range: FetchRange, blob_size: int, annotations: dict) -> tuple[str, list[Entry]]:
-    "Dispatch on :func:`toc_kind`: returns (kind, entries)."
+def list_toc(fetch_range: FetchRange, blob_size: int, annotations: dict) -> tuple[str, Iterator[Entry]]:
+    """Dispatch on :func:`toc_kind`: returns (kind, entries). The TOC is
+    fetched (and its digest checked) here; its entries are read as they are
+    iterated, so a TocError may also come from the iteration."""
     kind = toc_kind(annotations)
     if kind == "estargz":
-        return kind, list_estargz(fetch_range, blob_size, annotations.get(ESTARGZ_TOC_DIGEST))
+        return kind, iter_estargz(fetch_range, blob_size, annotations.get(ESTARGZ_TOC_DIGEST))
     if kind == "zstd-chunked":
-        return kind, list_zstd_chunked(fetch_range, blob_size, annotations)
+        return kind, iter_zstd_chunked(fetch_range, blob_size, annotations)
     raise TocError("the layer has no table of contents annotation")
 
 
@@ -167,15 +173,24 @@ def list_estargz(fetch_range: FetchRange, blob_size: int, toc_digest: str | None
     footer) is itself a tar entry of the layer, so it is listed as well,
     exactly as streaming the blob would.
     """
-    toc, header, toc_offset = _estargz_document(fetch_range, blob_size, toc_digest)
-    result = _entries_from_toc(toc, "eStargz")
+    return list(iter_estargz(fetch_range, blob_size, toc_digest))
+
+
+def iter_estargz(fetch_range: FetchRange, blob_size: int, toc_digest: str | None) -> Iterator[Entry]:
+    ":func:`list_estargz` one entry at a time (the TOC is fetched and checked first)."
+    text, header, toc_offset = _estargz_text(fetch_range, blob_size, toc_digest)
     header.offset = header.data_offset = toc_offset
-    result.append(header)
-    return result
+    return itertools.chain(_entries_from_toc(_toc_items(text, "eStargz TOC"), "eStargz"), (header,))
 
 
 def _estargz_document(fetch_range: FetchRange, blob_size: int, toc_digest: str | None) -> tuple[dict, Entry, int]:
     "The verified TOC of an eStargz blob, the tar entry holding it and its offset."
+    text, header, toc_offset = _estargz_text(fetch_range, blob_size, toc_digest)
+    return _load_json(text, "eStargz TOC"), header, toc_offset
+
+
+def _estargz_text(fetch_range: FetchRange, blob_size: int, toc_digest: str | None) -> tuple[str, Entry, int]:
+    "The verified TOC of an eStargz blob as text, the tar entry holding it and its offset."
     tail_start, tail = _fetch_tail(fetch_range, blob_size, ESTARGZ_LEGACY_FOOTER_SIZE)
     toc_offset, footer_size = _parse_estargz_footer(tail)
     toc_end = blob_size - footer_size  # exclusive
@@ -205,7 +220,9 @@ def _estargz_document(fetch_range: FetchRange, blob_size: int, toc_digest: str |
         raise TocError(f"eStargz TOC: {e}") from None
     if toc_digest:
         _verify(toc_json, toc_digest, "eStargz TOC")
-    return _load_json(toc_json, "eStargz TOC"), header, toc_offset
+    text = _text(toc_json, "eStargz TOC")
+    del toc_json, toc_gz, tail
+    return text, header, toc_offset
 
 
 # --- zstd:chunked -----------------------------------------------------------
@@ -247,11 +264,23 @@ def list_zstd_chunked(fetch_range: FetchRange, blob_size: int, annotations: dict
     verified when present. Without the position annotation the footer is
     read first (two requests).
     """
-    return _entries_from_toc(_zstd_chunked_document(fetch_range, blob_size, annotations)[0], "zstd:chunked")
+    return list(iter_zstd_chunked(fetch_range, blob_size, annotations))
+
+
+def iter_zstd_chunked(fetch_range: FetchRange, blob_size: int, annotations: dict) -> Iterator[Entry]:
+    ":func:`list_zstd_chunked` one entry at a time (the manifest is fetched and checked first)."
+    text, _ = _zstd_chunked_text(fetch_range, blob_size, annotations)
+    return _entries_from_toc(_toc_items(text, "zstd:chunked manifest"), "zstd:chunked")
 
 
 def _zstd_chunked_document(fetch_range: FetchRange, blob_size: int, annotations: dict) -> tuple[dict, int]:
     "The verified manifest of a zstd:chunked blob and its offset."
+    text, offset = _zstd_chunked_text(fetch_range, blob_size, annotations)
+    return _load_json(text, "zstd:chunked manifest"), offset
+
+
+def _zstd_chunked_text(fetch_range: FetchRange, blob_size: int, annotations: dict) -> tuple[str, int]:
+    "The verified manifest of a zstd:chunked blob as text, and its offset."
     annotations = annotations or {}
     offset, length, uncompressed = _manifest_position(fetch_range, blob_size, annotations)
     compressed = _fetch(fetch_range, offset, offset + length - 1)
@@ -271,22 +300,105 @@ def _zstd_chunked_document(fetch_range: FetchRange, blob_size: int, annotations:
         raise
     except TarError as e:
         raise TocError(f"zstd:chunked manifest: {e}") from None
-    return _load_json(b"".join(parts), "zstd:chunked manifest"), offset
+    del compressed
+    data = b"".join(parts)
+    del parts
+    text = _text(data, "zstd:chunked manifest")
+    del data
+    return text, offset
 
 
 # --- TOC entries ------------------------------------------------------------
 
 
-def _load_json(data: bytes, what: str) -> dict:
+def _text(data: bytes, what: str) -> str:
     try:
-        toc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as e:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TocError(f"{what} is not valid JSON: {' '.join(str(e).split())}") from None
+
+
+def _load_json(text: str, what: str) -> dict:
+    "A whole TOC as Python objects (for reading files by it; listing uses :func:`_toc_items`)."
+    try:
+        toc = json.loads(text)
+    except ValueError as e:
         raise TocError(f"{what} is not valid JSON: {' '.join(str(e).split())}") from None
     except RecursionError:
         raise TocError(f"{what} is JSON nested too deeply to be read") from None
     if not isinstance(toc, dict) or not isinstance(toc.get("entries"), list):
         raise TocError(f"{what} has no entries list")
     return toc
+
+
+_SPACE = re.compile(r"[ \t\n\r]*")
+
+
+def _toc_items(text: str, what: str) -> Iterator:
+    """The items of the top-level ``entries`` list of a TOC, decoded one at a
+    time (a TOC of tiny entries would take ~10x its size as Python objects
+    all at once). Not valid JSON, no entries list, or two: TocError."""
+    decode = json.JSONDecoder().raw_decode
+    space = _SPACE.match
+
+    def bad(message: str = "is not valid JSON") -> TocError:
+        return TocError(f"{what} {message}")
+
+    def value(i: int):
+        try:
+            return decode(text, i)
+        except ValueError as e:
+            raise TocError(f"{what} is not valid JSON: {' '.join(str(e).split())}") from None
+        except RecursionError:
+            raise TocError(f"{what} is JSON nested too deeply to be read") from None
+
+    i = space(text, 0).end()
+    if text[i : i + 1] != "{":
+        raise bad("has no entries list")
+    i = space(text, i + 1).end()
+    found = False
+    if text[i : i + 1] == "}":
+        i += 1
+    else:
+        while True:
+            key, i = value(i)
+            i = space(text, i).end()
+            if not isinstance(key, str) or text[i : i + 1] != ":":
+                raise bad()
+            i = space(text, i + 1).end()
+            if key == "entries":
+                if found or text[i : i + 1] != "[":
+                    raise bad("has no entries list" if not found else "has two entries lists")
+                found = True
+                i = space(text, i + 1).end()
+                if text[i : i + 1] == "]":
+                    i += 1
+                else:
+                    while True:
+                        item, i = value(i)
+                        yield item
+                        i = space(text, i).end()
+                        if text[i : i + 1] == ",":
+                            i = space(text, i + 1).end()
+                        elif text[i : i + 1] == "]":
+                            i += 1
+                            break
+                        else:
+                            raise bad()
+            else:
+                _, i = value(i)
+            i = space(text, i).end()
+            if text[i : i + 1] == ",":
+                i = space(text, i + 1).end()
+            elif text[i : i + 1] == "}":
+                i += 1
+                break
+            else:
+                raise bad()
+    if not found:
+        raise bad("has no entries list")
+    if space(text, i).end() != len(text):
+        raise bad()
 
 
 _RFC3339 = re.compile(
@@ -336,11 +448,10 @@ def _str(entry: dict, key: str) -> str:
     return value
 
 
-def _entries_from_toc(toc: dict, what: str) -> list[Entry]:
-    result: list[Entry] = []
+def _entries_from_toc(items: Iterable, what: str) -> Iterator[Entry]:
     unames: dict[int, str] = {}
     gnames: dict[int, str] = {}
-    for item in toc["entries"]:
+    for item in items:
         if not isinstance(item, dict):
             raise TocError(f"{what} TOC has a malformed entry")
         kind = item.get("type")
@@ -373,7 +484,7 @@ def _entries_from_toc(toc: dict, what: str) -> list[Entry]:
             linkname = normalize_path(linkname)
         devices = etype in ("char", "block")
         offset = _int(item, "offset")
-        result.append(
+        yield (
             Entry(
                 path,
                 etype,
@@ -391,7 +502,6 @@ def _entries_from_toc(toc: dict, what: str) -> list[Entry]:
                 offset,
             )
         )
-    return result
 
 
 # --- one file's content, exactly -----------------------------------------------
@@ -406,7 +516,7 @@ class TocDocument:
     end: int
 
     def entries(self) -> list[Entry]:
-        return _entries_from_toc(self.toc, "eStargz" if self.kind == "estargz" else "zstd:chunked")
+        return list(_entries_from_toc(self.toc["entries"], "eStargz" if self.kind == "estargz" else "zstd:chunked"))
 
 
 def read_document(fetch_range: FetchRange, blob_size: int, annotations: dict) -> TocDocument:

@@ -452,3 +452,11 @@ CREATE TABLE checkpoints (
     UNIQUE (layer_id, uncompressed)
 )""".strip()
     )
+
+
+@migrations()
+def m003_i12_layer_notes(db):
+    """layers.note: what a researcher should know of a layer that is no error,
+    e.g. its pax global headers (the runtime applies them to no entry, so the
+    index does not either, but their records may hide a name)."""
+    db.execute("ALTER TABLE layers ADD COLUMN note TEXT")

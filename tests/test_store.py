@@ -99,6 +99,7 @@ def test_migrations_apply_once_and_are_recorded(tmp_path):
     applied = rows(db, "SELECT migration_set, name FROM _sqlite_migrations")
     assert applied == [("layerslayer", m.name) for m in migrations._migrations]
     assert applied[0] == ("layerslayer", "m001_initial") and ("layerslayer", "m002_i16_checkpoints") in applied
+    assert ("layerslayer", "m003_i12_layer_notes") in applied
     assert migrations.pending(db) == []
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -125,6 +126,7 @@ def test_reopen_keeps_data(tmp_path):
 
 def test_concurrent_first_open_migrates_once(tmp_path):
     path = str(tmp_path / "index.db")
+    every = _open_and_count(tmp_path / "reference.db")  # how many migrations a fresh index records
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(2) as pool:
         assert pool.map(_open_and_count, [path] * 4) == [len(migrations._migrations)] * 4
