@@ -1022,14 +1022,16 @@ WINDOW_DIVISOR = 8
 
 def ranged_chunks(client: RegistryClient, repository: str, digest: str, size: int,
                   chunk_size: int = EXTRACT_CHUNK, *, start: int = 0, window: int | None = None,
-                  on_whole: Callable[[str], None] | None = None) -> Iterator[bytes]:
+                  blob_size: int | None = None, on_whole: Callable[[str], None] | None = None) -> Iterator[bytes]:
     """A blob of known ``size`` read in growing ``Range`` windows (206 checked).
 
     A broken connection re-requests the rest of its window (up to
     ``client.retries`` times in a row); a registry that refuses ranges is
     read in one streaming GET instead (``on_whole`` hears why). With
     ``start``, bytes ``start`` to ``size - 1`` only; with ``window``, in
-    windows of that size (one request when it covers them all).
+    windows of that size (one request when it covers them all). ``size``
+    is where reading stops; ``blob_size`` (default ``size``) is the blob's
+    declared size, which a registry sending the whole blob must not pass.
     """
     import requests
 
@@ -1047,7 +1049,8 @@ def ranged_chunks(client: RegistryClient, repository: str, digest: str, size: in
             if on_whole:
                 on_whole(str(error))
             skip = offset
-            for chunk in client.iter_blob(repository, digest, chunk_size=chunk_size, size=size):
+            whole = size if blob_size is None else blob_size
+            for chunk in client.iter_blob(repository, digest, chunk_size=chunk_size, size=whole):
                 if skip:
                     if len(chunk) <= skip:
                         skip -= len(chunk)
@@ -1059,7 +1062,7 @@ def ranged_chunks(client: RegistryClient, repository: str, digest: str, size: in
                 offset += len(chunk)
                 if chunk:
                     yield chunk
-                if offset >= size:
+                if offset >= size and size < whole:  # a part was asked for: the rest is not read
                     return
             return
         try:
@@ -1379,7 +1382,7 @@ def open_layer(client: RegistryClient, repository: str, layer, layer_plan: Layer
 
     stop = layer.size if seek.end is None else seek.end + 1
     chunks = ranged_chunks(client, repository, layer.digest, stop, start=seek.start, window=stop - seek.start,
-                           on_whole=on_whole)
+                           blob_size=layer.size, on_whole=on_whole)
     say("read part of a layer from an index checkpoint: sizes checked, the layer digest cannot be "
         "(--verify reads whole layers)")
     return SeekStream(chunks, seek, layer.digest)
