@@ -290,7 +290,7 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 
 @cli.command()
 @db_argument
-@click.argument("references", nargs=-1, required=True)
+@click.argument("references", nargs=-1)
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to index (default: this machine's, else the first).")
 @click.option("--all-platforms", is_flag=True, help="Index every platform of multi-arch images.")
 @click.option("--all-tags", is_flag=True, help="Index every tag of each repository named.")
@@ -299,8 +299,11 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 @click.option("--page-size", type=click.IntRange(min=1), help="Page size for tag and catalog listings.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1, max=32), default=2, show_default=True, help="Layers downloaded at once.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors and the summary line.")
+@click.option("--upgrade", is_flag=True,
+              help="Bring DB (made by an older layerslayer) up to this version's schema; index REFERENCES, if any, too.")
 @registry_options
-def index(db, references, platform, all_platforms, all_tags, catalog, limit, page_size, jobs, quiet, client_options):
+def index(db, references, platform, all_platforms, all_tags, catalog, limit, page_size, jobs, quiet, upgrade,
+          client_options):
     """Index layer file listings of images into the SQLite database DB.
 
     Layers are streamed from the registry and only their tar headers kept;
@@ -312,9 +315,16 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
         layerslayer index images.db localhost:5000/team/app --all-tags
         layerslayer index images.db localhost:5000 --catalog --limit 50
     """
-    from .indexer import catalog_references, index_images
+    from .indexer import catalog_references, index_images, upgrade_index
     from .reference import parse_reference
 
+    if upgrade:
+        applied = upgrade_index(db)
+        click.echo(f"Upgraded {db}: {', '.join(applied)}" if applied else f"{db} is up to date")
+        if not references:
+            return
+    elif not references:
+        raise click.UsageError("give at least one REFERENCE (or --upgrade)")
     if platform and all_platforms:
         raise click.UsageError("--platform and --all-platforms are mutually exclusive")
     if limit and not catalog:
@@ -678,9 +688,10 @@ def _list_presets(ctx: click.Context, param, value: bool) -> None:
 
 
 def _open_index(db):
+    "The index at ``db`` for a reading command: read-only, never migrated (store.open_db)."
     from .store import open_db
 
-    return open_db(db, must_exist=True)
+    return open_db(db, read_only=True)
 
 
 def _echo_table(headers: list[str], rows: list[list[str]]) -> None:

@@ -10,6 +10,7 @@ again by the next run.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from . import store, tarstream, toc
-from .errors import LayerslayerError, VerificationError
+from .errors import LayerslayerError, UsageError, VerificationError
 from .image import (
     LayerInfo, PlatformImage, ResolvedImage, human_size, load_platform, platform_matches, resolve, select_platform,
 )
@@ -395,6 +396,34 @@ def expand_tags(indexer: Indexer, ref: Reference, page_size: int | None = None) 
     return [ref.with_tag(tag) for tag in client.list_tags(ref.repository, page_size)]
 
 
+INDEX_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def check_index_path(db_path: Path | str) -> None:
+    """Refuse to create an index whose name reads as an image reference
+    (``index alpine images.db``, arguments swapped): UsageError with a hint.
+    An existing file, or a name ending in .db/.sqlite/.sqlite3, is fine."""
+    name = os.fspath(db_path)
+    if os.path.exists(name) or name.lower().endswith(INDEX_SUFFIXES):
+        return
+    try:
+        parse_reference(name)
+    except LayerslayerError:
+        return
+    raise UsageError(
+        f"{name!r} looks like an image reference, not an index file (it does not exist); the index comes "
+        f"first: `layerslayer index DB.db IMAGE...`; to create an index with that name, end it in .db "
+        f"or create the file first"
+    )
+
+
+def upgrade_index(db_path: Path | str) -> list[str]:
+    "Bring an existing index up to this version's schema; the names of the migrations applied."
+    db = store.open_db(db_path, must_exist=True)
+    db.close()
+    return db.migrated
+
+
 def index_images(
     db_path: Path | str,
     references: Iterable[str | Reference],
@@ -410,6 +439,7 @@ def index_images(
     """Index images by reference. Errors on one image are recorded in the
     summary and the others go on; the summary says what happened."""
     started = time.monotonic()
+    check_index_path(db_path)
     indexer = Indexer(db_path, options=options, platform=platform, all_platforms=all_platforms, jobs=jobs, progress=progress)
     try:
         refs = [r if isinstance(r, Reference) else parse_reference(r) for r in references]
