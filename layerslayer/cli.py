@@ -211,8 +211,11 @@ class TerminalProgress:
         self.sizes: dict[str, int] = {}
         self.last_draw = 0.0
         self.lock = threading.Lock()
+        self.stopped = False
 
     def _draw(self, force: bool = False) -> None:
+        if self.stopped:
+            return
         now = time.monotonic()
         if not force and now - self.last_draw < 0.2:
             return
@@ -264,6 +267,12 @@ class TerminalProgress:
         with self.lock:
             click.echo(f"\r\033[K{text}", err=True)
 
+    def stop(self) -> None:
+        "Clear the status line for good (Ctrl-C): what follows starts on a clean line."
+        with self.lock:
+            self.stopped = True
+            click.echo("\r\033[K", nl=False, err=True)
+
 
 class QuietProgress:
     "No progress, errors only (for --quiet, and when stderr is not a terminal)."
@@ -277,6 +286,8 @@ class QuietProgress:
 
     def message(self, text: str) -> None:
         click.echo(text, err=True)
+
+    def stop(self) -> None: ...
 
 
 def _progress(quiet: bool):
@@ -315,7 +326,7 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
         layerslayer index images.db localhost:5000/team/app --all-tags
         layerslayer index images.db localhost:5000 --catalog --limit 50
     """
-    from .indexer import catalog_references, index_images, upgrade_index
+    from .indexer import Interrupted, catalog_references, index_images, upgrade_index
     from .reference import parse_reference
 
     if upgrade:
@@ -337,10 +348,17 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
             refs += catalog_references(client_options, registry, limit=limit, page_size=page_size)
     else:
         refs = [parse_reference(text) for text in references]
-    summary = index_images(
-        db, refs, options=client_options, platform=platform, all_platforms=all_platforms,
-        all_tags=all_tags, jobs=jobs, page_size=page_size, progress=_progress(quiet),
-    )
+    progress = _progress(quiet)
+    try:
+        summary = index_images(
+            db, refs, options=client_options, platform=platform, all_platforms=all_platforms,
+            all_tags=all_tags, jobs=jobs, page_size=page_size, progress=progress,
+        )
+    except Interrupted as interrupted:
+        progress.stop()
+        click.echo("Interrupted.", err=True)
+        click.echo(interrupted.summary.as_interrupted_line())
+        sys.exit(130)
     click.echo(summary.as_line())
     if not summary.ok:
         sys.exit(1)
@@ -835,6 +853,9 @@ def find(db, patterns, ignore_case, presets, images, platform, types, min_size, 
         if explain:
             for line in query.explain():
                 click.echo(f"plan: {line}", err=True)
+        missing = query.missing_layers()
+        if missing:
+            click.echo(_missing_layers_note(missing), err=True)
         if count_only:
             n = query.count()
             click.echo(json.dumps({"count": n}) if fmt in ("json", "nl") else str(n))
@@ -847,6 +868,16 @@ def find(db, patterns, ignore_case, presets, images, platform, types, min_size, 
 
 
 find.help += _FIND_EXIT_STATUS
+
+
+def _missing_layers_note(missing: dict[str, int]) -> str:
+    "One stderr line: how many layers of the searched images the answer cannot cover, and why."
+    total = sum(missing.values())
+    why = {"failed": "failed", "pending": "not indexed yet or interrupted", "foreign": "foreign, never fetched"}
+    parts = ", ".join(f"{n} {why.get(status, status)}" for status, n in sorted(missing.items()))
+    hint = "; `layerslayer index` on the same images retries them" if set(missing) - {"foreign"} else ""
+    return (f"Note: {total} layer{'s' if total != 1 else ''} of these images {'are' if total != 1 else 'is'} "
+            f"missing from the answer ({parts}){hint}")
 
 
 @cli.command(name="ls")

@@ -1176,6 +1176,26 @@ class FindQuery:
         n = self.conn.execute(sql, params).fetchone()[0]
         return min(n, self.limit) if self.limit is not None else n
 
+    def missing_layers(self) -> dict[str, int]:
+        """Layers of the searched images whose files cannot be in the answer,
+        by status: ``failed``, ``pending`` (not indexed yet, or the run was
+        interrupted) and ``foreign`` (non-distributable, never fetched); {}
+        when every layer is indexed. ``--layer`` scopes it to that layer."""
+        where = ["pf.attestation = 0", "l.status != 'indexed'"]
+        params: list = []
+        if self.platform_ids is not None:
+            where.append("pl.platform_id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(self.platform_ids))
+        if self.layer_id is not None:
+            where.append("l.id = ?")
+            params.append(self.layer_id)
+        rows = self.conn.execute(
+            "SELECT l.status, count(DISTINCT l.id) FROM layers l JOIN platform_layers pl ON pl.layer_id = l.id "
+            f"JOIN platforms pf ON pf.id = pl.platform_id WHERE {' AND '.join(where)} GROUP BY l.status",
+            params,
+        ).fetchall()
+        return {status: n for status, n in rows if n}
+
     def explain(self) -> list[str]:
         "One line per pattern plan, then the entry source (for ``find --explain``)."
         lines = [plan.describe() for plan in self.plans]
