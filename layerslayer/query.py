@@ -161,20 +161,23 @@ def _is_surrogate(c: str) -> bool:
 # Sizes, modes, presets
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(?:i?b)?\s*$", re.I)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?)b?\s*$", re.I)
+_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
 
 
 def parse_size(text: str | int) -> int:
-    """``10M`` → 10485760. Units are powers of 1024 (``K``, ``M``, ``G``, ``T``,
-    optionally followed by ``B`` or ``iB``, any case); decimals allowed
-    (``1.5G``); a plain number is bytes. UsageError on anything else."""
+    """``10M`` → 10000000. The one size unit of every command (the sizes they
+    print too, see :func:`layerslayer.display.human_size`): ``K``, ``M``,
+    ``G``, ``T`` are powers of 1000, optionally followed by ``B``; ``Ki``,
+    ``Mi``... (``KiB``, ``MiB``...) powers of 1024; any case; decimals
+    allowed (``1.5G``); a plain number is bytes. UsageError on anything else."""
     if isinstance(text, int):
         return text
     match = _SIZE.match(str(text))
-    if not match:
-        raise UsageError(f"invalid size {text!r}: use bytes or a number with K, M, G or T (e.g. 10M, 1.5G)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if not match or (match.group(3) and not match.group(2)):
+        raise UsageError(f"invalid size {text!r}: use bytes or a number with K, M, G or T (e.g. 10M, 1.5G, 2MiB)")
+    base = 1024 if match.group(3) else 1000
+    return int(float(match.group(1)) * base ** _POWERS[match.group(2).lower()])
 
 
 @functools.lru_cache(maxsize=1024)
