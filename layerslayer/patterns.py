@@ -148,8 +148,9 @@ def translate(glob: str) -> str:
 _ATOMIC = sys.version_info >= (3, 11)
 
 
-def _translate(glob: str, first_group: int) -> tuple[str, int]:
-    "translate(), with its capture groups (if any) numbered from first_group; (regex, groups used)."
+def _translate(glob: str, first_group: int, atomic: bool = _ATOMIC) -> tuple[str, int]:
+    """translate(), with its capture groups (if any) numbered from first_group; (regex, groups used).
+    ``atomic=False``: the lookahead form, whatever the Python version."""
     segments: list[list[str]] = [[]]
     for kind, text in glob_tokens(glob):
         if kind == "any":
@@ -168,7 +169,7 @@ def _translate(glob: str, first_group: int) -> tuple[str, int]:
     for part in parts[1:-1]:
         if not part:  # "**" is "*"
             continue
-        if _ATOMIC:
+        if atomic:
             middle.append("(?>.*?" + part + ")")
         else:
             middle.append(f"(?=(.*?{part}))\\{group}")

@@ -16,6 +16,7 @@ import json
 import os
 import random
 import re
+import resource
 import subprocess
 import sys
 import time
@@ -71,6 +72,15 @@ def test_translation_agrees_with_backtracking_reference():
                 assert matcher(name) == bool(ref.match(subject)), (glob, name, ignore_case)
                 checked += 1
     assert checked > 100_000
+    # The form used before Python 3.11 (no atomic groups), numbered as in an alternation.
+    from layerslayer.patterns import _translate
+    for glob in ("*a*b*a", "b*?*[ab]*b", "**a**", "a*", "*a", "x*.*y*z?"):
+        lookahead, groups = _translate(glob, 3, atomic=False)
+        assert groups == max(0, len([s for s in glob.split("*")[1:-1] if s]))
+        regex = re.compile("()()" + lookahead, re.DOTALL)
+        ref = re.compile(_reference_regex(glob), re.DOTALL)
+        for name in names:
+            assert bool(regex.match(name)) == bool(ref.match(name)), (glob, name)
     # Several patterns in one matcher (the preset path): alternation keeps each its own.
     both = compile_patterns(["*a*b*a", "b*b*b"])
     assert both("xaxbxa") and both("babab") and both("bbb") and not both("ab") and not both("bab")
@@ -92,6 +102,11 @@ def test_crafted_name_costs_linear_cpu():
     assert time.process_time() - start < 0.2
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 @pytest.fixture(scope="module")
 def crafted_index(registry, tmp_path_factory):
     members = [file(f"c{i:02d}/{CRAFTED}", "x") for i in range(N_CRAFTED)]
@@ -106,14 +121,15 @@ def crafted_index(registry, tmp_path_factory):
 
 
 def test_find_preset_on_crafted_names_is_fast(crafted_index):
-    start = time.monotonic()
+    "CPU seconds of the `find` process (robust to a loaded machine): ~0.5 s, the old matcher ~20 s."
+    start = _children_cpu()
     proc = subprocess.run([sys.executable, "-m", "layerslayer", "find", str(crafted_index), "--preset", "secrets",
                            "--nl"], capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
-    elapsed = time.monotonic() - start
+    cpu = _children_cpu() - start
     assert proc.returncode == 0, proc.stderr
     paths = {json.loads(line)["path"] for line in proc.stdout.splitlines()}
     assert paths == {"app/id_rsa", "app/my-service-account.json"}
-    assert elapsed < 10, f"find took {elapsed:.1f} s"  # the old matcher: ~20 s of CPU
+    assert cpu < 5, f"find took {cpu:.1f} s of CPU"
 
 
 def test_browse_secrets_query_answers_within_the_time_limit(crafted_index):
@@ -124,13 +140,13 @@ def test_browse_secrets_query_answers_within_the_time_limit(crafted_index):
     loop = asyncio.new_event_loop()
     try:
         loop.run_until_complete(datasette.invoke_startup())
-        start = time.monotonic()
+        start = time.process_time()  # Datasette's threads included; the old matcher: ~20 s
         response = loop.run_until_complete(datasette.client.get("/index/secrets.json?_shape=array&_size=max"))
-        elapsed = time.monotonic() - start
+        cpu = time.process_time() - start
         assert response.status_code == 200, response.text[:500]
         paths = {row["path"] for row in response.json()}
         assert {"app/id_rsa", "app/my-service-account.json"} <= paths
-        assert elapsed < 5
+        assert cpu < 3, f"{cpu:.1f} s of CPU"
         response = loop.run_until_complete(datasette.client.get(
             "/index/files_by_glob.json?_shape=array&pattern=*service-account*.json&ignore_case=1"))
         assert response.status_code == 200, response.text[:500]
@@ -156,6 +172,6 @@ def test_browse_sql_functions_respect_the_time_limit(crafted_index):
         elapsed = time.monotonic() - start
         assert response.status_code == 400, response.text[:500]
         assert "SQL query took too long" in response.text
-        assert elapsed < 3, f"stopped after {elapsed:.1f} s (limit 1 s)"
+        assert elapsed < 6, f"stopped after {elapsed:.1f} s (limit 1 s)"  # the old matcher: 264 s
     finally:
         loop.close()
