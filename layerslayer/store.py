@@ -101,10 +101,10 @@ def open_db(path, *, must_exist: bool = False, read_only: bool = False) -> sqlit
     migrated the index further than this version knows.
 
     ``read_only`` (the reading commands): the file must exist and already be
-    an index of this version's schema; it is opened ``mode=ro`` with
-    ``query_only``, never switched to WAL nor migrated, so it may sit on a
-    read-only file or file system. An older schema is refused with the
-    command that upgrades it.
+    an index of this version's schema; it is opened with ``query_only``,
+    never switched to WAL nor migrated, so it may sit on a read-only file or
+    file system (see :func:`_open_read_only`). An older schema is refused
+    with the command that upgrades it.
     """
     name = os.fspath(path)
     memory = name == ":memory:"
