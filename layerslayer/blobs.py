@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import stat
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,6 +100,21 @@ def blob_path(out_dir: str | os.PathLike, registry: str, repository: str, digest
     return Path(out_dir, registry, *components, f"{hex_part}.{extension_for(media_type)}")
 
 
+DEFAULT_EXTRACT_ROOT = Path("extracted")
+
+
+def default_extract_dir(ref) -> Path:
+    """Where ``extract`` writes without ``-o``: a directory of the image's own,
+    ``extracted/<registry>/<repository>/<tag>`` (``sha256-<hex>`` for a digest
+    reference), never the current directory."""
+    registry = registry_dir_name(ref.registry)
+    version = ref.tag or (ref.digest or "latest").replace(":", "-")
+    if not _HOST.match(registry) or not all(_REPO_COMPONENT.match(c) for c in ref.repository.split("/")) \
+            or not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}|[a-z0-9]+-[0-9a-f]{32,128}", version):
+        raise UsageError(f"cannot make a directory name for {ref}: give -o DIR")
+    return Path(DEFAULT_EXTRACT_ROOT, registry, *ref.repository.split("/"), version)
+
+
 def part_path(dest: str | os.PathLike) -> Path:
     dest = Path(dest)
     return dest.with_name(dest.name + PART_SUFFIX)
@@ -155,8 +171,13 @@ class _PartFile:
 
     def open(self) -> "_PartFile":
         "Open (create) and lock the .part; hash what an earlier run left in it."
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        self.file = open(self.path, "a+b")
+        from .outdir import OutputDirError
+
+        try:
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            self.file = open(self.path, "a+b")
+        except OSError as error:
+            raise OutputDirError(f"cannot write {self.path}: {error.strerror or error}") from None
         if fcntl is not None:
             try:
                 fcntl.flock(self.file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -488,6 +509,18 @@ class Refused(Exception):
     "An entry that is not written; str() is why, in a few words."
 
 
+class OutputCapReached(Refused):
+    "Writing this entry would pass the output cap: extraction stops."
+
+
+# Bounds on what one extraction writes (README, "Guarantees"): the total bytes
+# of file contents (raise it with ``extract --max-output``), and how deep a
+# path may nest (a hostile layer can hold a path of thousands of
+# directories: tools that walk the result recursively fall over).
+DEFAULT_MAX_OUTPUT = 10 << 30
+MAX_DEPTH = 256
+
+
 @dataclass
 class WrittenEntry:
     path: str          # the path inside the image
@@ -496,6 +529,8 @@ class WrittenEntry:
     layer: int | None  # index of the layer in the image (None when unknown)
     digest: str        # the layer's digest
     written_as: str    # path relative to the output directory (differs from path when escaped)
+    linkname: str = ""  # a symbolic link's target
+    followed: str = ""  # with follow: the image path whose content replaced the link
 
 
 @dataclass
@@ -525,6 +560,7 @@ class ExtractReport:
     modes_dropped: list[str] = field(default_factory=list)  # setuid/setgid bits removed
     layers: list[LayerRead] = field(default_factory=list)
     seconds: float = 0.0
+    capped: bool = False  # stopped at the output cap
 
     @property
     def bytes_fetched(self) -> int:
@@ -557,7 +593,29 @@ def _components(path: str) -> list[str]:
         raise Refused("path with a '..' component")
     if not parts:
         raise Refused("empty path")
+    if len(parts) > MAX_DEPTH:
+        raise Refused(f"nested {len(parts)} levels deep (more than {MAX_DEPTH})")
     return parts
+
+
+def _check_symlink_target(target: str, parts: Sequence[str], what: str = "symbolic link") -> None:
+    """Refuse a symbolic link at ``parts`` (its path under the output
+    directory) whose target could resolve outside it: absolute, climbing
+    above the root, or with ``..`` after a name. Every link in the tree
+    passing this check where it lies (through directories that are not
+    links, which :class:`SafeTree` ensures) keeps every chain of links inside."""
+    if not target:
+        raise Refused(f"{what} with an empty target")
+    if target.startswith("/"):
+        raise Refused(f"{what} to the absolute path {target} (outside the output directory)")
+    pieces = [p for p in target.split("/") if p not in ("", ".")]
+    ups = 0
+    while ups < len(pieces) and pieces[ups] == "..":
+        ups += 1
+    if ".." in pieces[ups:]:
+        raise Refused(f"{what} to {target}: '..' after a name is not allowed (it could lead outside)")
+    if ups > len(parts) - 1:
+        raise Refused(f"{what} to {target} points outside the output directory")
 
 
 def _truncate_utf8(data: bytes, limit: int) -> bytes:
@@ -582,14 +640,23 @@ class SafeTree:
     only to files this run wrote from the same layer; devices and FIFOs are
     not created; setuid/setgid bits are dropped unless ``keep_modes``. A name
     too long for the file system (or, on some systems, not valid UTF-8) is
-    escaped deterministically, and the new name is reported.
+    escaped deterministically, and the new name is reported. A file, link or
+    symbolic link that was there before this tree was opened is not replaced
+    unless ``force`` (what this run wrote may be: a later entry wins).
 
     Methods raise :class:`Refused` for an entry that is not written.
     """
 
-    def __init__(self, root: str | os.PathLike, *, keep_modes: bool = False):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+    def __init__(self, root: str | os.PathLike, *, keep_modes: bool = False, force: bool = False,
+                 max_bytes: int = DEFAULT_MAX_OUTPUT):
+        from .outdir import prepare_output_dir
+
+        self.root = prepare_output_dir(root)
+        self.force = force
+        self.max_bytes = max_bytes
+        self.bytes_written = 0  # file contents, this run
+        self._ours: set[tuple[str, ...]] = set()  # disk parts of the non-directories this run wrote
+        self._made: set[tuple[str, ...]] = set()  # image parts of the directories this run created
         self.root_fd = os.open(self.root, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_CLOEXEC", 0))
         self.keep_modes = keep_modes
         try:
@@ -602,8 +669,11 @@ class SafeTree:
         self.modes_dropped: list[str] = []
 
     def close(self) -> None:
-        "Apply directory modes and times (deepest first), then release the root."
+        """Apply directory modes and times (deepest first), then release the root.
+        A directory that was there before is left as it was, unless ``force``."""
         for parts, mode, mtime in sorted(self._dirs, key=lambda item: -len(item[0])):
+            if not self.force and tuple(parts) not in self._made:
+                continue
             try:
                 fd = self._open_dir(parts, create=False)
             except (Refused, OSError):
@@ -672,6 +742,7 @@ class SafeTree:
                             raise
                         try:
                             os.mkdir(name, 0o755, dir_fd=parent)
+                            self._made.add(tuple(parts[: i + 1]))
                         except FileExistsError:
                             pass
                         return os.open(name, _O_DIR, dir_fd=parent)
@@ -699,14 +770,18 @@ class SafeTree:
     def _disk_parts(self, parts: Sequence[str]) -> list[str]:
         return [self._name(p) for p in parts]
 
-    def _clear_slot(self, parent_fd: int, name: str, path: str) -> None:
-        "Make room for a non-directory: an old file or link is replaced, never written through."
+    def _clear_slot(self, parent_fd: int, parts: Sequence[str], path: str) -> None:
+        """Make room for a non-directory: an old file or link is replaced (with
+        ``force``, or when this run wrote it), never written through."""
+        name = self._name(parts[-1])
         try:
             st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
         except FileNotFoundError:
             return
         if stat.S_ISDIR(st.st_mode):
             raise Refused(f"a directory {path} is in the way")
+        if not self.force and tuple(self._disk_parts(parts)) not in self._ours:
+            raise Refused(f"{path} is already in the output directory (--force replaces it)")
         os.unlink(name, dir_fd=parent_fd)
 
     def _mode(self, entry: tarstream.Entry) -> int:
@@ -746,16 +821,24 @@ class SafeTree:
         self._dirs.append((list(parts), self._mode(entry) | 0o700, entry.mtime))
         return "/".join(self._disk_parts(parts))
 
+    def _check_cap(self, size: int) -> None:
+        if self.bytes_written + size > self.max_bytes:
+            raise OutputCapReached(f"{size} more bytes would pass the output cap of {self.max_bytes} bytes "
+                                   f"({self.bytes_written} written; --max-output raises it): extraction stopped")
+
     def _write_file(self, entry: tarstream.Entry, parts: list[str], content: Iterable[bytes]) -> str:
+        self._check_cap(entry.size)
         parent = self._open_dir(parts[:-1], create=True)
         try:
             mode = self._mode(entry)
-            self._clear_slot(parent, self._name(parts[-1]), entry.path)
+            self._clear_slot(parent, parts, entry.path)
             name, fd = self._try_names(parts[-1], lambda n: os.open(n, _O_NEWFILE, 0o600, dir_fd=parent))
             try:
                 with os.fdopen(fd, "wb", closefd=True) as f:
                     for piece in content:
+                        self._check_cap(len(piece))
                         f.write(piece)
+                        self.bytes_written += len(piece)
                     f.flush()
                     os.fchmod(f.fileno(), mode)
                     _set_mtime(lambda t: os.utime(f.fileno(), t), entry.mtime)
@@ -770,23 +853,25 @@ class SafeTree:
             os.close(parent)
         return self._remember(entry.path, parts, name)
 
-    def _write_symlink(self, entry: tarstream.Entry, parts: list[str]) -> str:
-        target = entry.linkname
-        if not target:
-            raise Refused("symbolic link with an empty target")
-        if target.startswith("/"):
-            raise Refused(f"symbolic link to the absolute path {target} (outside the output directory)")
-        pieces = [p for p in target.split("/") if p not in ("", ".")]
-        ups = 0
-        while ups < len(pieces) and pieces[ups] == "..":
-            ups += 1
-        if ".." in pieces[ups:]:
-            raise Refused(f"symbolic link to {target}: '..' after a name is not allowed (it could lead outside)")
-        if ups > len(parts) - 1:
-            raise Refused(f"symbolic link to {target} points outside the output directory")
+    def place(self, temp: str | os.PathLike, path: str) -> str:
+        """Move the complete file ``temp`` (in the root directory) to ``path``,
+        through the same checks as :meth:`write`; return where it went."""
+        parts = _components(path)
         parent = self._open_dir(parts[:-1], create=True)
         try:
-            self._clear_slot(parent, self._name(parts[-1]), entry.path)
+            self._clear_slot(parent, parts, path)
+            name, _ = self._try_names(
+                parts[-1], lambda n: os.rename(os.path.basename(temp), n, src_dir_fd=self.root_fd, dst_dir_fd=parent))
+        finally:
+            os.close(parent)
+        return self._remember(path, parts, name)
+
+    def _write_symlink(self, entry: tarstream.Entry, parts: list[str]) -> str:
+        target = entry.linkname
+        _check_symlink_target(target, parts)
+        parent = self._open_dir(parts[:-1], create=True)
+        try:
+            self._clear_slot(parent, parts, entry.path)
             name, _ = self._try_names(parts[-1], lambda n: os.symlink(target, n, dir_fd=parent))
             if os.utime in os.supports_follow_symlinks:
                 try:
@@ -808,9 +893,15 @@ class SafeTree:
             raise Refused(f"hard link to {target}, which was not extracted (add it to the patterns)")
         source_parent = self._open_dir(source[:-1], create=False)
         try:
+            st = os.stat(source[-1], dir_fd=source_parent, follow_symlinks=False)
+            if stat.S_ISLNK(st.st_mode):
+                # A hard link to a symbolic link is that link again, somewhere
+                # else: its target must be checked from the new place.
+                link_target = os.fsdecode(os.readlink(source[-1], dir_fd=source_parent))
+                _check_symlink_target(link_target, parts, f"hard link to {target}, a symbolic link")
             parent = self._open_dir(parts[:-1], create=True)
             try:
-                self._clear_slot(parent, self._name(parts[-1]), entry.path)
+                self._clear_slot(parent, parts, entry.path)
                 name, _ = self._try_names(
                     parts[-1],
                     lambda n: os.link(source[-1], n, src_dir_fd=source_parent, dst_dir_fd=parent, follow_symlinks=False),
@@ -824,6 +915,7 @@ class SafeTree:
     def _remember(self, path: str, parts: list[str], name: str) -> str:
         disk = self._disk_parts(parts[:-1]) + [name]
         self._layer_written["/".join(parts)] = disk
+        self._ours.add(tuple(disk))
         self.layer_files.append(disk)
         return "/".join(disk)
 
@@ -840,6 +932,7 @@ class SafeTree:
                 pass
             finally:
                 os.close(parent)
+            self._ours.discard(tuple(disk))
         self.layer_files = []
         self._layer_written = {}
 
@@ -1021,9 +1114,24 @@ class LayerStream:
         if self.size and self.fetched != self.size:
             raise VerificationError(f"layer {self.digest} is {self.fetched} bytes, its descriptor says {self.size}")
 
+    def verified(self) -> bool:
+        "True when the blob was read to its end and matched its digest and size."
+        if not self.complete:
+            return False
+        try:
+            self.verify()
+        except VerificationError:
+            return False
+        return True
+
     def close(self) -> None:
         self._counted.close()
         self._raw.close()
+
+
+def _add_note(error: LayerslayerError, note: str) -> None:
+    "Append to an error's one line (it keeps its class and exit status)."
+    error.args = (f"{error}; {note}",) + error.args[1:]
 
 
 # -- extraction ---------------------------------------------------------------------
@@ -1090,6 +1198,9 @@ def extract_files(
     merged: bool = True,
     plan: dict[str, LayerPlan] | None = None,
     verify: bool = False,
+    force: bool = False,
+    max_output: int = DEFAULT_MAX_OUTPUT,
+    follow: bool = False,
     report: ExtractReport | None = None,
     on_written: Callable[[WrittenEntry], None] | None = None,
 ) -> ExtractReport:
@@ -1105,6 +1216,12 @@ def extract_files(
     ``plan`` (from the index, see :func:`plan_extraction`) only the planned
     entries are written and each layer is read only up to its last one.
     ``verify`` reads every layer it opens to its end to check its digest.
+    A file already in ``out_dir`` is not replaced (it is refused) unless ``force``.
+    Extraction stops (the entry is refused) before file contents would pass
+    ``max_output`` bytes in all; paths nested deeper than :data:`MAX_DEPTH`
+    are refused. With ``follow``, matching symbolic links are not written
+    but listed in ``report.written`` with an empty ``written_as``, for
+    :func:`follow_links`.
     """
     started = time.monotonic()
     parsed = [p if isinstance(p, Pattern) else parse_pattern(p, ignore_case) for p in patterns]
@@ -1113,7 +1230,7 @@ def extract_files(
     remaining: set[str] | None = None if (None in literals or plan is not None) else set(literals)
     report = report or ExtractReport(Path(out_dir))
     view = MergedView() if merged and plan is None else None
-    with SafeTree(out_dir, keep_modes=keep_modes) as tree:
+    with SafeTree(out_dir, keep_modes=keep_modes, force=force, max_bytes=max_output) as tree:
         try:
             for layer in reversed(list(layers)):
                 if remaining is not None and not remaining:
@@ -1134,7 +1251,10 @@ def extract_files(
                             if (entry.offset in layer_plan.offsets) if layer_plan.offsets is not None else (
                                 not entry.whiteout and matcher(path)
                             ):
-                                _write_one(tree, entry, stream, layer, report, on_written)
+                                _write_one(tree, entry, stream, layer, report, on_written, follow)
+                                if report.capped:
+                                    stop = True
+                                    break
                             if entry.offset >= layer_plan.last_offset and not verify:
                                 break  # the rest of this layer holds nothing we want
                             continue
@@ -1149,7 +1269,10 @@ def extract_files(
                             else:
                                 report.shadowed += 1
                         else:
-                            _write_one(tree, entry, stream, layer, report, on_written)
+                            _write_one(tree, entry, stream, layer, report, on_written, follow)
+                            if report.capped:
+                                stop = True
+                                break
                         if remaining is not None:
                             remaining.discard(path)
                             if not remaining and not verify:
@@ -1158,10 +1281,17 @@ def extract_files(
                     if verify and not stream.complete:
                         stream.drain()
                     stream.verify()
-                except VerificationError:
-                    # Damaged on the way: what this layer gave us cannot be trusted.
-                    tree.remove_layer_files()
-                    report.written = [w for w in report.written if w.digest != layer.digest]
+                except BaseException as error:
+                    # The stream failed (damaged or cut on the way, Ctrl-C): unless the
+                    # blob was read to its end and matched its digest, what this layer
+                    # gave us cannot be trusted, and nothing of it stays.
+                    if not stream.verified():
+                        removed = [w for w in report.written if w.digest == layer.digest]
+                        tree.remove_layer_files()
+                        report.written = [w for w in report.written if w.digest != layer.digest]
+                        if removed and isinstance(error, LayerslayerError):
+                            _add_note(error, f"the {len(removed)} entr{'y' if len(removed) == 1 else 'ies'} written "
+                                             f"from layer {layer.digest} were removed")
                     raise
                 finally:
                     read.fetched = stream.fetched
@@ -1185,17 +1315,25 @@ def extract_files(
 
 
 def _write_one(tree: SafeTree, entry: tarstream.Entry, stream: LayerStream, layer, report: ExtractReport,
-               on_written: Callable[[WrittenEntry], None] | None) -> None:
+               on_written: Callable[[WrittenEntry], None] | None, follow: bool = False) -> None:
     index = _layer_index(layer)
+    if follow and entry.type == "symlink":  # written later by follow_links, as the file it leads to
+        report.written.append(WrittenEntry(entry.path, "symlink", 0, index, layer.digest, "", entry.linkname))
+        return
     try:
         written_as = tree.write(entry, stream.reader.iter_content() if entry.type == "file" else None)
+    except OutputCapReached as why:
+        report.refused.append(RefusedEntry(entry.path, entry.type, str(why), index, layer.digest))
+        report.capped = True
+        return
     except Refused as why:
         report.refused.append(RefusedEntry(entry.path, entry.type, str(why), index, layer.digest))
         return
     except OSError as error:
         report.refused.append(RefusedEntry(entry.path, entry.type, f"cannot write it: {error.strerror or error}", index, layer.digest))
         return
-    written = WrittenEntry(entry.path, entry.type, entry.size, index, layer.digest, written_as)
+    written = WrittenEntry(entry.path, entry.type, entry.size, index, layer.digest, written_as,
+                           entry.linkname if entry.type == "symlink" else "")
     report.written.append(written)
     if on_written:
         on_written(written)
@@ -1211,11 +1349,16 @@ def cat_file(
     ignore_case: bool = False,
     merged: bool = True,
     max_links: int = 16,
+    verify: bool = False,
 ) -> ExtractReport:
     """Write the content of the first file matching ``pattern`` (top layer first) to ``out``.
 
     Symbolic links are followed inside the image (an absolute target means
     the image's root), hard links to their target in the same layer.
+    Bytes written to ``out`` cannot be taken back: when the stream fails
+    while or after they are written (or, with ``verify``, the layer read to
+    its end does not match its digest), the error says how many bytes of
+    which file were already written.
     """
     import posixpath
 
@@ -1233,6 +1376,7 @@ def cat_file(
                 read = LayerRead(layer.digest, index, 0, False)
                 report.layers.append(read)
                 found = False
+                sent: tuple[str, int] | None = None  # (path, bytes) written to out from this layer
                 try:
                     for entry in stream.entries():
                         hidden = view.hidden(entry.path) if view else None
@@ -1242,8 +1386,10 @@ def cat_file(
                             continue
                         found = True
                         if entry.type == "file":
+                            sent = (entry.path, 0)
                             for piece in stream.reader.iter_content():
                                 out.write(piece)
+                                sent = (entry.path, sent[1] + len(piece))
                             out.flush()
                             report.written.append(WrittenEntry(entry.path, "file", entry.size, index, layer.digest, ""))
                         elif entry.type == "symlink":
@@ -1256,8 +1402,15 @@ def cat_file(
                             what = {"dir": "is a directory", "fifo": "is a FIFO"}.get(entry.type, "is a device file")
                             report.refused.append(RefusedEntry(entry.path, entry.type, f"{entry.path} {what}", index, layer.digest))
                         break
+                    if verify and sent is not None and not stream.complete:
+                        stream.drain()
                     if stream.complete:
                         stream.verify()
+                except LayerslayerError as error:
+                    if sent is not None:
+                        _add_note(error, f"{sent[1]} byte(s) of {sent[0]} from that layer were already written to "
+                                         f"standard output and cannot be taken back: do not trust them")
+                    raise
                 finally:
                     read.fetched = stream.fetched
                     read.complete = stream.complete
@@ -1376,19 +1529,22 @@ def save_image(
     layers: Sequence[str] = (),
     all_layers: bool = False,
     config: bool = False,
-    out_dir: str | os.PathLike = DEFAULT_OUTPUT,
+    out_dir: str | os.PathLike | None = None,
     progress_factory=None,
     on_result: Callable[[DownloadResult], None] | None = None,
     on_error: Callable[[str, LayerslayerError], None] | None = None,
 ) -> SaveSummary:
     """Save an image's layers (``layers`` selectors, or ``all_layers``) and/or
-    its config blob under ``out_dir``. Errors on one blob are collected and the
-    others go on; the summary has them."""
+    its config blob under ``out_dir`` (default ``downloads``, which must not be
+    a symbolic link). Errors on one blob are collected and the others go on;
+    the summary has them."""
     from .image import open_image
     from .options import ClientOptions
+    from .outdir import make_dirs_below, prepare_output_dir
     from .reference import parse_reference
 
     started = time.monotonic()
+    out_dir = prepare_output_dir(DEFAULT_OUTPUT if out_dir is None else out_dir, link_ok=out_dir is not None)
     ref = parse_reference(reference)
     client = (options or ClientOptions()).client(ref)
     _, image = open_image(client, ref, platform)
@@ -1405,6 +1561,7 @@ def save_image(
         jobs.append((image.config_digest, config_type, None))
     for digest, media_type, size in jobs:
         dest = blob_path(out_dir, ref.registry, ref.repository, digest, media_type)
+        make_dirs_below(out_dir, dest.parent)
         try:
             with _progress_context(progress_factory, digest.partition(":")[2][:12], size) as bar:
                 result = download_blob(client, ref.repository, digest, dest, size, progress=bar)
@@ -1470,7 +1627,7 @@ def export_layers(
     ignore_case: bool = False,
     files: bool = False,
     keep_modes: bool = False,
-    out_dir: str | os.PathLike = DEFAULT_OUTPUT,
+    out_dir: str | os.PathLike | None = None,
     options=None,
     progress_factory=None,
     on_item: Callable[[ExportItem], None] | None = None,
@@ -1478,8 +1635,10 @@ def export_layers(
     """Save the layers of the index that hold files matching ``patterns`` (or
     the layers named by ``digests``), each fetched from a registry and
     repository it was indexed from. With ``files``, write only the matching
-    files, under ``out_dir/<registry>/<repository>/<digest hex>/``."""
+    files, under ``out_dir/<registry>/<repository>/<digest hex>/``
+    (``out_dir``: default ``downloads``, which must not be a symbolic link)."""
     from .options import ClientOptions
+    from .outdir import make_dirs_below, prepare_output_dir
     from .query import LayerMatch, layers_matching
     from .store import layer_sources, open_db
 
@@ -1509,6 +1668,7 @@ def export_layers(
         sources = {layer.digest: layer.sources or layer_sources(db, layer.digest) for layer in selected}
     finally:
         db.close()
+    out_dir = prepare_output_dir(DEFAULT_OUTPUT if out_dir is None else out_dir, link_ok=out_dir is not None)
     summary = ExportSummary()
     clients: dict[str, RegistryClient] = {}
     for layer in selected:
@@ -1524,13 +1684,15 @@ def export_layers(
                 if files:
                     target = blob_path(out_dir, registry, repository, layer.digest, layer.media_type)
                     target = target.with_name(layer.digest.partition(":")[2])
+                    make_dirs_below(out_dir, target)
                     plan = {layer.digest: LayerPlan(None, layer.last_offset)}  # type: ignore[arg-type]
                     item.files = extract_files(
                         client, repository, [layer], patterns, target, ignore_case=ignore_case,
-                        keep_modes=keep_modes, merged=False, plan=plan,
+                        keep_modes=keep_modes, merged=False, plan=plan, force=True,  # a directory of its own per layer
                     )
                 else:
                     dest = blob_path(out_dir, registry, repository, layer.digest, layer.media_type)
+                    make_dirs_below(out_dir, dest.parent)
                     with _progress_context(progress_factory, layer.digest.partition(":")[2][:12], layer.size) as bar:
                         item.download = download_blob(client, repository, layer.digest, dest, layer.size, progress=bar)
                 break
@@ -1551,16 +1713,24 @@ def extract_image(
     options=None,
     platform: str | None = None,
     layer: str | None = None,
-    out_dir: str | os.PathLike = ".",
+    out_dir: str | os.PathLike | None = None,
     stdout: BinaryIO | None = None,
     db_path: str | os.PathLike | None = None,
     ignore_case: bool = False,
     keep_modes: bool = False,
     verify: bool = False,
+    force: bool = False,
+    max_output: int = DEFAULT_MAX_OUTPUT,
+    follow: bool = False,
     on_written: Callable[[WrittenEntry], None] | None = None,
     message: Callable[[str], None] | None = None,
 ) -> ExtractReport:
     """``layerslayer extract``: resolve the image, pick the layers, write the matches.
+
+    ``out_dir`` defaults to :func:`default_extract_dir` of the reference. A
+    file already there is not replaced unless ``force``. With ``follow``,
+    a matching symbolic link is not written: the content of the file it
+    leads to inside the image is (see :func:`follow_links`).
 
     With ``stdout`` (a binary file), the one file matching the single pattern
     is written there instead (symbolic links followed inside the image).
@@ -1593,7 +1763,9 @@ def extract_image(
         message(f"{len(skipped)} foreign layer(s) are not distributed by the registry and were not read")
     layers = [lay for lay in layers if not lay.foreign]
     if stdout is not None:
-        return cat_file(client, ref.repository, layers, parsed[0], stdout, merged=merged)
+        return cat_file(client, ref.repository, layers, parsed[0], stdout, merged=merged, verify=verify)
+    if out_dir is None:
+        out_dir = default_extract_dir(ref)
     plan = None
     report = ExtractReport(Path(out_dir))
     if db_path is not None:
@@ -1608,7 +1780,77 @@ def extract_image(
             report = ExtractReport(Path(out_dir))
             if message:
                 message(f"{db_path} does not index every layer of {ref.short}: reading the layers instead")
-    return extract_files(
+    report = extract_files(
         client, ref.repository, layers, parsed, out_dir, keep_modes=keep_modes, merged=merged,
-        plan=plan, verify=verify, report=report, on_written=on_written,
+        plan=plan, verify=verify, force=force, max_output=max_output, follow=follow, report=report,
+        on_written=on_written,
     )
+    if follow:
+        follow_links(client, ref.repository, layers, report, merged=merged, verify=verify, force=force,
+                     max_output=max_output, on_written=on_written)
+    return report
+
+
+def _exact_pattern(path: str) -> Pattern:
+    "A pattern matching exactly this image path (glob characters put in sets)."
+    return parse_pattern("/" + re.sub(r"([*?\[])", r"[\1]", path))
+
+
+class _CappedOut:
+    "A binary file that refuses to grow past ``room`` bytes."
+
+    def __init__(self, f: BinaryIO, room: int):
+        self.f, self.room, self.written = f, room, 0
+
+    def write(self, data: bytes) -> int:
+        if self.written + len(data) > self.room:
+            raise OutputCapReached("its content would pass the output cap (--max-output raises it)")
+        self.written += len(data)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def follow_links(client: RegistryClient, repository: str, layers: Sequence, report: ExtractReport, *,
+                 merged: bool = True, verify: bool = False, force: bool = False, max_output: int = DEFAULT_MAX_OUTPUT,
+                 on_written: Callable[[WrittenEntry], None] | None = None) -> None:
+    """Write, in place of each symbolic link :func:`extract_files` left pending
+    (``follow=True``), the content of the file it leads to inside the image,
+    followed as ``extract --stdout`` does (through chains; an absolute target
+    means the image's root). The content goes to a temporary file in the
+    output directory and is renamed into place when complete, through the
+    same checks as any file; a link that leads to no file is refused."""
+    pending = [w for w in report.written if w.type == "symlink" and not w.written_as]
+    if not pending or report.out_dir is None:
+        return
+    room = max_output - sum(w.size for w in report.written if w.type == "file")
+    with SafeTree(report.out_dir, force=force) as tree:
+        for written in pending:
+            report.written.remove(written)
+            fd, temp = tempfile.mkstemp(prefix=".layerslayer-follow-", dir=tree.root)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    out = _CappedOut(f, room)
+                    found = cat_file(client, repository, layers, _exact_pattern(written.path), out,
+                                     merged=merged, verify=verify)
+                if not found.written:
+                    why = found.refused[0].reason if found.refused else "it leads to nothing in the image"
+                    raise Refused(f"symbolic link to {written.linkname} not followed: {why}")
+                os.chmod(temp, 0o644)
+                written.written_as = tree.place(temp, written.path)
+            except Refused as why:
+                report.refused.append(RefusedEntry(written.path, "symlink", str(why), written.layer, written.digest))
+                if isinstance(why, OutputCapReached):
+                    report.capped = True
+                    break
+                continue
+            finally:
+                if os.path.exists(temp):
+                    os.unlink(temp)
+            room -= out.written
+            written.followed = found.written[0].path
+            written.type, written.size = "file", out.written
+            report.written.append(written)
+            if on_written:
+                on_written(written)

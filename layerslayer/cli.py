@@ -113,7 +113,7 @@ def registry_options(fn=None, *, debug: bool = True):
 @click.option("--save-all", is_flag=True, help="Download every layer, no questions (with --peek-all: list and save, one download per blob).")
 @click.option("-l", "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Write everything shown, prompts and answers included, to FILE (passwords and tokens never).")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), help="Also record what is peeked in this index (as `index` does).")
-@click.option("-o", "--output-dir", "out_dir", type=click.Path(file_okay=False, path_type=Path), default="downloads",
+@click.option("-o", "--output-dir", "out_dir", type=click.Path(path_type=Path), metavar="DIR", default="downloads",
               show_default=True, help="Where downloaded layers go (same layout as `save`).")
 @registry_options(debug=False)
 @click.pass_context
@@ -395,6 +395,12 @@ def _blob_progress_factory():
     return bar
 
 
+def _explicit(value, name: str):
+    "``value``, or None when it is the option's default (not typed by the user)."
+    source = click.get_current_context().get_parameter_source(name)
+    return None if source == click.core.ParameterSource.DEFAULT else value
+
+
 def _shown(text) -> str:
     "A path for the terminal: bytes that are not UTF-8 as \\xNN."
     text = str(text)
@@ -436,6 +442,8 @@ def _echo_extract_report(report, out_dir) -> None:
         parts[0] += f" to {out_dir}"
     if report.refused:
         parts.append(f"{len(report.refused)} refused")
+    if report.capped:
+        parts.append("stopped at the output cap (--max-output raises it)")
     if report.shadowed:
         parts.append(f"{report.shadowed} older version(s) in lower layers skipped")
     complete = sum(1 for layer in report.layers if layer.complete)
@@ -461,7 +469,7 @@ def _echo_extract_report(report, out_dir) -> None:
               help="A layer to save: index (0 = base, -1 = top) or digest (a unique hex prefix will do). Repeatable.")
 @click.option("--all", "all_layers", is_flag=True, help="Save every layer.")
 @click.option("--config", "config", is_flag=True, help="Save the config blob too (as <digest hex>.json).")
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default="downloads",
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), metavar="DIR", default="downloads",
               show_default=True, help="Directory to save into.")
 @registry_options
 def save(reference, platform, layers, all_layers, config, out_dir, client_options):
@@ -487,7 +495,7 @@ def save(reference, platform, layers, all_layers, config, out_dir, client_option
         raise click.UsageError("--layer and --all are mutually exclusive")
     summary = save_image(
         reference, options=client_options, platform=platform, layers=layers, all_layers=all_layers,
-        config=config, out_dir=out_dir, progress_factory=_blob_progress_factory(), on_result=_echo_download,
+        config=config, out_dir=_explicit(out_dir, "out_dir"), progress_factory=_blob_progress_factory(), on_result=_echo_download,
         on_error=lambda digest, error: click.echo(f"failed   {digest}: {error}", err=True),
     )
     for digest in summary.foreign:
@@ -514,7 +522,7 @@ save.help += _BLOB_EXIT_STATUS
 @click.option("--files", is_flag=True, help="Write only the matching files, not whole blobs.")
 @click.option("-i", "--ignore-case", is_flag=True, help="Match patterns case-insensitively.")
 @click.option("--keep-modes", is_flag=True, help="With --files: keep setuid/setgid bits.")
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default="downloads",
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), metavar="DIR", default="downloads",
               show_default=True, help="Directory to save into.")
 @registry_options
 def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, client_options):
@@ -561,7 +569,7 @@ def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, clien
 
     summary = export_layers(
         db, patterns=patterns, digests=digests, ignore_case=ignore_case, files=files, keep_modes=keep_modes,
-        out_dir=out_dir, options=client_options, progress_factory=_blob_progress_factory(), on_item=show,
+        out_dir=_explicit(out_dir, "out_dir"), options=client_options, progress_factory=_blob_progress_factory(), on_item=show,
     )
     if not summary.items:
         click.echo("No indexed layer holds a matching file.", err=True)
@@ -583,8 +591,14 @@ export.help += _BLOB_EXIT_STATUS
 @click.argument("patterns", nargs=-1, required=True)
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to read (default: this machine's, else the first).")
 @click.option("--layer", metavar="N|DIGEST", help="Read only this layer (index or digest), deleted files included.")
-@click.option("-o", "--output", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=".",
-              show_default=True, help="Directory to write the files under (image paths are kept).")
+@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Directory to write the files under (image paths are kept). "
+                   "[default: ./extracted/<registry>/<repository>/<tag>]")
+@click.option("--force", is_flag=True, help="Replace files already in the output directory (refused by default).")
+@click.option("--max-output", metavar="SIZE", default="10G", show_default=True,
+              help="Stop before file contents written pass SIZE in all (10M, 1.5G; powers of 1024).")
+@click.option("--follow", is_flag=True,
+              help="Write the content of the file a matching symbolic link leads to (inside the image), not the link.")
 @click.option("--stdout", "to_stdout", is_flag=True, help="Write the one matching file's contents to standard output.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
               help="An index holding this image: read only the layers with matches, each up to its last match.")
@@ -592,7 +606,8 @@ export.help += _BLOB_EXIT_STATUS
 @click.option("--keep-modes", is_flag=True, help="Keep setuid/setgid bits (dropped by default).")
 @click.option("--verify", is_flag=True, help="Read every layer opened to its end and check its digest (no early stop).")
 @registry_options
-def extract(reference, patterns, platform, layer, out_dir, to_stdout, db_path, ignore_case, keep_modes, verify, client_options):
+def extract(reference, patterns, platform, layer, out_dir, force, max_output, follow, to_stdout, db_path, ignore_case,
+            keep_modes, verify, client_options):
     """Write the files of image REFERENCE that match PATTERN(s), without a database.
 
     Layers stream from the registry, top layer first, and the result is the
@@ -606,11 +621,15 @@ def extract(reference, patterns, platform, layer, out_dir, to_stdout, db_path, i
     path (leading "/" optional); * ? [...] globs, * also matches "/".
 
     \b
-    Safety, always on: nothing is written outside the output directory.
-    Refused: ".." and absolute names, symbolic links that point outside,
+    Safety, always on: nothing is written outside the output directory
+    (default: a fresh ./extracted/<registry>/<repository>/<tag>, never the
+    current directory). Refused: ".." and absolute names, symbolic links
+    that point outside (hard links to them too, checked where they land),
     hard links outside or to files not extracted, anything through a
-    symbolic link, device files and FIFOs. setuid/setgid bits are dropped
+    symbolic link, device files and FIFOs, and a file already in the
+    output directory (--force replaces it). setuid/setgid bits are dropped
     unless --keep-modes. Names the file system cannot hold are escaped.
+    A layer whose stream breaks leaves nothing behind.
 
     \b
     Examples:
@@ -620,8 +639,16 @@ def extract(reference, patterns, platform, layer, out_dir, to_stdout, db_path, i
     """
     from .blobs import extract_image
     from .errors import UsageError
+    from .outdir import OutputDirError
+    from .patterns import parse_pattern
+    from .query import parse_size
 
-    if to_stdout and out_dir != Path("."):
+    try:
+        max_output = parse_size(max_output)
+    except UsageError as error:
+        raise click.BadParameter(str(error), param_hint="--max-output")
+
+    if to_stdout and out_dir is not None:
         raise click.UsageError("-o and --stdout are mutually exclusive")
     if to_stdout and len(patterns) != 1:
         raise click.UsageError("--stdout writes one file: give exactly one PATTERN")
@@ -636,18 +663,33 @@ def extract(reference, patterns, platform, layer, out_dir, to_stdout, db_path, i
         report = extract_image(
             reference, patterns, options=client_options, platform=platform, layer=layer,
             out_dir=out_dir, stdout=sys.stdout.buffer if to_stdout else None, db_path=db_path,
-            ignore_case=ignore_case, keep_modes=keep_modes, verify=verify,
-            on_written=None if to_stdout else show, message=message,
+            ignore_case=ignore_case, keep_modes=keep_modes, verify=verify, force=force, max_output=max_output,
+            follow=follow, on_written=None if to_stdout else show, message=message,
         )
+    except OutputDirError:
+        raise  # one line, exit 2: not a mistake in how the command was typed
     except UsageError as error:
         raise click.UsageError(str(error))
+    literal = {parse_pattern(p, ignore_case).literal_path for p in patterns}
     if to_stdout:
         for refused in report.refused:
-            click.echo(f"Error: {refused.reason}", err=True)
+            click.echo(f"Error: {_shown(refused.reason)}", err=True)
         if not report.written and not report.refused:
-            click.echo(f"Error: no file matches {patterns[0]}", err=True)
+            click.echo(f"Error: no file matches {_shown(patterns[0])}", err=True)
+        for written in report.written:
+            if written.path not in literal:  # a glob, or a link followed: say whose bytes these are
+                where = f" (layer {written.layer})" if written.layer is not None else ""
+                click.echo(f"note: wrote {_shown(written.path)}{where}, the first file matching "
+                           f"{_shown(patterns[0])} (top layer first; symbolic links followed)", err=True)
         sys.exit(0 if report.written else 1)
-    _echo_extract_report(report, out_dir)
+    for written in report.written:
+        if written.followed:
+            click.echo(f"followed {_shown(written.path)} -> {_shown(written.linkname)}: wrote the content of "
+                       f"{_shown(written.followed)}", err=True)
+        elif written.type == "symlink" and written.path in literal:
+            click.echo(f"link     {_shown(written.path)} -> {_shown(written.linkname)}: wrote the symbolic link, "
+                       f"not the file it points to (--follow writes that file's content)", err=True)
+    _echo_extract_report(report, report.out_dir)
     sys.exit(report.exit_status)
 
 

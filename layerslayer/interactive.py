@@ -615,6 +615,14 @@ class Flow:
 
     def run(self) -> FlowResult:
         options = self.options
+        if not options.peek_all or options.save_all:  # layers may be saved: check the folder first
+            from .outdir import prepare_output_dir, refuse_link
+
+            default = Path(options.out_dir) == blobs.DEFAULT_OUTPUT
+            if options.save_all:  # one line, before any network, when it cannot be written
+                prepare_output_dir(options.out_dir, link_ok=not default)
+            elif default:
+                refuse_link(options.out_dir)
         ref, resolved = self.choose_image()
         self.result.reference = ref
         self.ui.say(f"Image: {ref.short}  {resolved.digest}")

@@ -1,8 +1,7 @@
 """Shared fixtures: real registries, token server, fault proxy, docker config.
 
-The harness lives in ``tests/harness``; this file puts ``tests/`` on
-``sys.path`` so every test imports it as ``from harness.builder import ...``
-(whatever pytest's import mode). Registries are session-scoped and started
+The harness lives in ``tests/harness``; pyproject's ``pythonpath = ["tests"]``
+lets every test import it as ``from harness.builder import ...``. Registries are session-scoped and started
 lazily on first use; each starts in well under a second.
 
 Fixtures
@@ -26,20 +25,15 @@ from __future__ import annotations
 
 import itertools
 import re
-import sys
 from pathlib import Path
 from typing import Callable, Iterator
 
 import pytest
 
-_TESTS = str(Path(__file__).resolve().parent)
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
-
-from harness.dockerconfig import DockerConfig  # noqa: E402
-from harness.proxy import FaultProxy  # noqa: E402
-from harness.registry import Registry  # noqa: E402
-from harness.tokenserver import TokenServer  # noqa: E402
+from harness.dockerconfig import DockerConfig
+from harness.proxy import FaultProxy
+from harness.registry import Registry
+from harness.tokenserver import TokenServer
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory, flavour: str, **kw: object) -> Registry:

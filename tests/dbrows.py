@@ -1,4 +1,4 @@
-"""Small helpers shared by test modules (conftest.py puts tests/ on sys.path)."""
+"""Small helpers shared by test modules (tests/ is on pytest's pythonpath)."""
 
 import sqlite3
 

@@ -1,4 +1,4 @@
-"""Hand-made tar pieces for the cases tarfile will not write (conftest puts tests/ on sys.path)."""
+"""Hand-made tar pieces for the cases tarfile will not write (tests/ is on pytest's pythonpath)."""
 
 MTIME = 1_700_000_000
 END = bytes(1024)  # the end-of-archive marker: two zero blocks

@@ -3,7 +3,7 @@ an image builder and a fault proxy.
 
 Import convention
 -----------------
-``tests/conftest.py`` puts the ``tests/`` directory on ``sys.path``, so test
+pytest's ``pythonpath = ["tests"]`` (pyproject.toml) puts ``tests/`` on the path, so test
 modules (and bench scripts that do the same) import the harness as a
 top-level package::
 
