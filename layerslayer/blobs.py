@@ -517,7 +517,7 @@ class OutputCapReached(Refused):
 # of file contents (raise it with ``extract --max-output``), and how deep a
 # path may nest (a hostile layer can hold a path of thousands of
 # directories: tools that walk the result recursively fall over).
-DEFAULT_MAX_OUTPUT = 10 << 30
+DEFAULT_MAX_OUTPUT = 10 * 1000**3  # "10G": decimal, as every size layerslayer reads or prints
 MAX_DEPTH = 256
 
 
