@@ -1646,7 +1646,7 @@ def export_layers(
         raise UsageError("--files needs --match patterns")
     started = time.monotonic()
     options = options or ClientOptions()
-    db = open_db(db_path, must_exist=True)
+    db = open_db(db_path, read_only=True)
     try:
         selected: list[LayerMatch] = []
         if patterns:
@@ -1771,7 +1771,7 @@ def extract_image(
     if db_path is not None:
         from .store import open_db
 
-        db = open_db(db_path, must_exist=True)
+        db = open_db(db_path, read_only=True)
         try:
             plan = plan_from_index(db, layers, parsed, merged=merged, report=report)
         finally:

@@ -75,6 +75,21 @@ def test_reading_commands_work_on_a_read_only_file_system(index, image):
     assert snapshot(index.parent) == before
 
 
+def test_export_and_extract_read_an_index_on_a_read_only_file_system(index, image, tmp_path):
+    "The other two commands that read an index (export DB, extract --db DB) write their files elsewhere."
+    before = snapshot(index.parent)
+    out = tmp_path / "out"
+    exported = run_readonly(index.parent, [*LAYSLAYER, "export", str(index), "--match", "id_rsa", "--files",
+                                           "-o", str(out / "export")])
+    assert exported.returncode == 0, exported.stderr
+    assert [p.read_text() for p in (out / "export").rglob("id_rsa")] == ["KEY"]
+    extracted = run_readonly(index.parent, [*LAYSLAYER, "extract", image.ref, "/root/.ssh/id_rsa", "--db", str(index),
+                                            "-o", str(out / "extract")])
+    assert extracted.returncode == 0, extracted.stderr
+    assert (out / "extract" / "root/.ssh/id_rsa").read_text() == "KEY"
+    assert snapshot(index.parent) == before
+
+
 def test_browse_serves_an_index_on_a_read_only_file_system(index):
     before = snapshot(index.parent)
     proc = subprocess.Popen(readonly_argv(index.parent, [*LAYSLAYER, "browse", str(index), "--port", "0"]),
