@@ -518,7 +518,7 @@ class OutputCapReached(Refused):
 # of file contents (raise it with ``extract --max-output``), and how deep a
 # path may nest (a hostile layer can hold a path of thousands of
 # directories: tools that walk the result recursively fall over).
-DEFAULT_MAX_OUTPUT = 10 << 30
+DEFAULT_MAX_OUTPUT = 10 * 1000**3  # "10G": decimal, as every size layerslayer reads or prints
 MAX_DEPTH = 256
 
 
@@ -1847,7 +1847,7 @@ def export_layers(
         raise UsageError("--files needs --match patterns")
     started = time.monotonic()
     options = options or ClientOptions()
-    db = open_db(db_path, must_exist=True)
+    db = open_db(db_path, read_only=True)
     try:
         selected: list[LayerMatch] = []
         if patterns:
@@ -2022,7 +2022,7 @@ def extract_image(
     if db_path is not None:
         from .store import open_db
 
-        db = open_db(db_path, must_exist=True)
+        db = open_db(db_path, read_only=True)
         try:
             plan = plan_from_index(db, layers, parsed, merged=merged, report=report)
         finally:

@@ -78,9 +78,25 @@ def check_index(path) -> Path:
             conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
             conn.close()
         except sqlite3.Error as e:
-            raise NotAnIndex(f"{name} is not a usable layerslayer index: {e}") from None
-        raise NotAnIndex(f"{name} is an SQLite database but not a layerslayer index")
+            if not _needs_immutable(path):
+                raise NotAnIndex(f"{name} is not a usable layerslayer index: {e}") from None
+        else:
+            raise NotAnIndex(f"{name} is an SQLite database but not a layerslayer index")
+    _needs_immutable(path)  # the schema is this version's (store.SchemaMismatch otherwise)
     return path
+
+
+def _needs_immutable(path: Path) -> bool:
+    """True when SQLite can open the index only as immutable (a WAL index on a
+    read-only file system); raises NotAnIndex / SchemaMismatch like the other
+    reading commands (``store.open_db(read_only=True)``)."""
+    from .store import open_db
+
+    db = open_db(path, read_only=True)
+    try:
+        return db.immutable
+    finally:
+        db.close()
 
 
 def ensure_plugin_registered() -> None:
@@ -105,8 +121,12 @@ def make_datasette(path, settings: dict | None = None, options=None):
 
     path = check_index(path)
     ensure_plugin_registered()
+    # An index on a read-only file system cannot be opened mode=ro when it is
+    # in WAL mode (SQLite must create its -shm file): Datasette then serves it
+    # immutable, which nothing can change there anyway.
+    where = "immutables" if _needs_immutable(path) else "files"
     datasette = Datasette(
-        files=[str(path.resolve())],
+        **{where: [str(path.resolve())]},
         settings={**SETTINGS, **(settings or {})},
     )
     set_options(datasette, options)

@@ -223,8 +223,11 @@ class TerminalProgress:
         self.sizes: dict[str, int] = {}
         self.last_draw = 0.0
         self.lock = threading.Lock()
+        self.stopped = False
 
     def _draw(self, force: bool = False) -> None:
+        if self.stopped:
+            return
         now = time.monotonic()
         if not force and now - self.last_draw < 0.2:
             return
@@ -276,6 +279,12 @@ class TerminalProgress:
         with self.lock:
             click.echo(f"\r\033[K{printable(text)}", err=True)
 
+    def stop(self) -> None:
+        "Clear the status line for good (Ctrl-C): what follows starts on a clean line."
+        with self.lock:
+            self.stopped = True
+            click.echo("\r\033[K", nl=False, err=True)
+
 
 class QuietProgress:
     "No progress, errors only (for --quiet, and when stderr is not a terminal)."
@@ -290,6 +299,8 @@ class QuietProgress:
     def message(self, text: str) -> None:
         click.echo(printable(text), err=True)
 
+    def stop(self) -> None: ...
+
 
 def _progress(quiet: bool):
     if quiet or not sys.stderr.isatty():
@@ -302,7 +313,7 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 
 @cli.command()
 @db_argument
-@click.argument("references", nargs=-1, required=True)
+@click.argument("references", nargs=-1)
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to index (default: this machine's, else the first).")
 @click.option("--all-platforms", is_flag=True, help="Index every platform of multi-arch images.")
 @click.option("--all-tags", is_flag=True, help="Index every tag of each repository named.")
@@ -314,8 +325,11 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 @click.option("--span", metavar="SIZE", default="4M", show_default=True,
               help="Checkpoint gzip layers of 8 MiB or more every SIZE of compressed bytes, so `cat` and "
                    "`extract --db` read one file with one small Range request (0: no checkpoints).")
+@click.option("--upgrade", is_flag=True,
+              help="Bring DB (made by an older layerslayer) up to this version's schema; index REFERENCES, if any, too.")
 @registry_options
-def index(db, references, platform, all_platforms, all_tags, catalog, limit, page_size, jobs, quiet, span, client_options):
+def index(db, references, platform, all_platforms, all_tags, catalog, limit, page_size, jobs, quiet, span, upgrade,
+          client_options):
     """Index layer file listings of images into the SQLite database DB.
 
     Layers are streamed from the registry and only their tar headers kept;
@@ -327,9 +341,16 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
         layerslayer index images.db localhost:5000/team/app --all-tags
         layerslayer index images.db localhost:5000 --catalog --limit 50
     """
-    from .indexer import catalog_references, index_images
+    from .indexer import Interrupted, catalog_references, index_images, upgrade_index
     from .reference import parse_reference
 
+    if upgrade:
+        applied = upgrade_index(db)
+        click.echo(f"Upgraded {db}: {', '.join(applied)}" if applied else f"{db} is up to date")
+        if not references:
+            return
+    elif not references:
+        raise click.UsageError("give at least one REFERENCE (or --upgrade)")
     if platform and all_platforms:
         raise click.UsageError("--platform and --all-platforms are mutually exclusive")
     span_bytes = _span(span)
@@ -343,10 +364,17 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
             refs += catalog_references(client_options, registry, limit=limit, page_size=page_size)
     else:
         refs = [parse_reference(text) for text in references]
-    summary = index_images(
-        db, refs, options=client_options, platform=platform, all_platforms=all_platforms,
-        all_tags=all_tags, jobs=jobs, page_size=page_size, progress=_progress(quiet), span=span_bytes,
-    )
+    progress = _progress(quiet)
+    try:
+        summary = index_images(
+            db, refs, options=client_options, platform=platform, all_platforms=all_platforms,
+            all_tags=all_tags, jobs=jobs, page_size=page_size, progress=progress, span=span_bytes,
+        )
+    except Interrupted as interrupted:
+        progress.stop()
+        click.echo("Interrupted.", err=True)
+        click.echo(interrupted.summary.as_interrupted_line())
+        sys.exit(130)
     click.echo(summary.as_line())
     if not summary.ok:
         sys.exit(1)
@@ -812,9 +840,10 @@ def _list_presets(ctx: click.Context, param, value: bool) -> None:
 
 
 def _open_index(db):
+    "The index at ``db`` for a reading command: read-only, never migrated (store.open_db)."
     from .store import open_db
 
-    return open_db(db, must_exist=True)
+    return open_db(db, read_only=True)
 
 
 def _echo_table(headers: list[str], rows: list[list[str]]) -> None:
@@ -974,6 +1003,9 @@ def find(db, patterns, ignore_case, presets, images, platform, types, min_size, 
         if explain:
             for line in query.explain():
                 click.echo(f"plan: {line}", err=True)
+        missing = query.missing_layers()
+        if missing:
+            click.echo(_missing_layers_note(missing), err=True)
         if count_only:
             n = query.count()
             click.echo(json.dumps({"count": n}) if fmt in ("json", "nl") else str(n))
@@ -986,6 +1018,16 @@ def find(db, patterns, ignore_case, presets, images, platform, types, min_size, 
 
 
 find.help += _FIND_EXIT_STATUS
+
+
+def _missing_layers_note(missing: dict[str, int]) -> str:
+    "One stderr line: how many layers of the searched images the answer cannot cover, and why."
+    total = sum(missing.values())
+    why = {"failed": "failed", "pending": "not indexed yet or interrupted", "foreign": "foreign, never fetched"}
+    parts = ", ".join(f"{n} {why.get(status, status)}" for status, n in sorted(missing.items()))
+    hint = "; `layerslayer index` on the same images retries them" if set(missing) - {"foreign"} else ""
+    return (f"Note: {total} layer{'s' if total != 1 else ''} of these images {'are' if total != 1 else 'is'} "
+            f"missing from the answer ({parts}){hint}")
 
 
 @cli.command(name="ls")

@@ -65,8 +65,13 @@ NEGATIVE_TTL = 2.0  # a database may become an index while Datasette runs (`inde
 
 def file_is_index(path) -> bool:
     "True when the SQLite file at ``path`` holds a layerslayer index (opened read-only)."
+    uri = "file:" + urllib.parse.quote(os.fspath(path)) + "?mode=ro"
+    # immutable=1: a WAL index on a read-only file system opens no other way.
+    return any(_uri_is_index(u) for u in (uri, uri + "&immutable=1"))
+
+
+def _uri_is_index(uri: str) -> bool:
     try:
-        uri = "file:" + urllib.parse.quote(os.fspath(path)) + "?mode=ro"
         conn = sqlite3.connect(uri, uri=True)
     except sqlite3.Error:
         return False

@@ -76,14 +76,16 @@ def type_name(value) -> str | None:
 
 
 def human_size(size: int | float | None) -> str:
-    "Sizes as the original tool printed them: 0.0 B, 3.0 KB, 92.7 MB."
+    """Sizes in the one unit of every command: decimal (SI) units, as docker
+    and registries show them and as ``--min-size 10M`` reads them: 0.0 B,
+    3.0 KB (3,000 bytes), 92.7 MB (92,700,000 bytes)."""
     if size is None:
         return "-"
     value = float(size)
     for unit in ("B", "KB", "MB", "GB", "TB"):
-        if abs(value) < 1024 or unit == "TB":
+        if abs(value) < 1000 or unit == "TB":
             return f"{value:.1f} {unit}"
-        value /= 1024
+        value /= 1000
     return f"{value:.1f} TB"
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import queue
 import threading
 import time
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from . import seekable, store, tarstream, toc
-from .errors import LayerslayerError, VerificationError
+from .errors import LayerslayerError, UsageError, VerificationError
 from .image import (
     LayerInfo, PlatformImage, ResolvedImage, check_single_platform, human_size, load_platform, resolve, select_platform,
 )
@@ -47,7 +48,8 @@ class LayerJob:
 
 @dataclass
 class IndexSummary:
-    images: int = 0
+    images: int = 0  # image references worked on, recorded or failed
+    images_failed: int = 0  # of those, the ones that failed or lost a layer
     platforms: int = 0
     layers_indexed: int = 0
     layers_reused: int = 0
@@ -58,6 +60,7 @@ class IndexSummary:
     bytes_downloaded: int = 0  # everything: manifests, configs, tokens' bodies, layers
     seconds: float = 0.0
     errors: list[str] = field(default_factory=list)
+    layers_left: int = 0  # after an interruption: layers queued and not indexed
 
     @property
     def ok(self) -> bool:
@@ -65,7 +68,8 @@ class IndexSummary:
 
     def as_line(self) -> str:
         parts = [
-            f"{self.images} image{'s' if self.images != 1 else ''}",
+            f"{self.images} image{'s' if self.images != 1 else ''}"
+            + (f" ({self.images_failed} failed)" if self.images_failed else ""),
             f"{self.platforms} platform{'s' if self.platforms != 1 else ''}",
             f"layers: {self.layers_indexed} indexed, {self.layers_reused} reused, {self.layers_failed} failed",
         ]
@@ -73,6 +77,22 @@ class IndexSummary:
             parts.append(f"{self.layers_skipped} foreign skipped")
         parts += [f"{self.files:,} files", f"{human_size(self.layer_bytes)} of layers downloaded", f"{self.seconds:.1f}s"]
         return "Indexed " + ", ".join(parts)
+
+    def as_interrupted_line(self) -> str:
+        "What an interrupted run kept: every layer counted as indexed is committed; the rest waits for the next run."
+        left = self.layers_left
+        return (
+            f"Kept: {self.as_line()[len('Indexed '):]}; "
+            f"{left} layer{'s' if left != 1 else ''} not indexed (run the same command again to resume)"
+        )
+
+
+class Interrupted(KeyboardInterrupt):
+    "Ctrl-C during :func:`index_images`; ``summary`` says what was kept (committed before it)."
+
+    def __init__(self, summary: IndexSummary):
+        super().__init__()
+        self.summary = summary
 
 
 class Progress:
@@ -84,8 +104,10 @@ class Progress:
     def message(self, text: str) -> None: ...
 
 
-def _prefetch(chunks: Iterable[bytes], depth: int = PREFETCH_CHUNKS) -> Iterator[bytes]:
-    "Read an iterable in its own thread: the network keeps flowing while we parse."
+def _prefetch(chunks: Iterable[bytes], depth: int = PREFETCH_CHUNKS,
+              cancel: threading.Event | None = None) -> Iterator[bytes]:
+    """Read an iterable in its own thread: the network keeps flowing while we parse.
+    ``cancel`` set: Cancelled within 0.2 s, even while the server sends nothing."""
     buffer: queue.Queue = queue.Queue(maxsize=depth)
     done = object()
     stop = threading.Event()
@@ -104,7 +126,12 @@ def _prefetch(chunks: Iterable[bytes], depth: int = PREFETCH_CHUNKS) -> Iterator
     thread.start()
     try:
         while True:
-            item = buffer.get()
+            try:
+                item = buffer.get(timeout=0.2)
+            except queue.Empty:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled() from None
+                continue
             if item is done:
                 return
             if isinstance(item, BaseException):
@@ -112,8 +139,11 @@ def _prefetch(chunks: Iterable[bytes], depth: int = PREFETCH_CHUNKS) -> Iterator
             yield item
     finally:
         stop.set()
-        # Unblock the reader if it is waiting on a full queue.
-        while thread.is_alive():
+        # Unblock the reader if it is waiting on a full queue. One stuck in a
+        # read from a server that sends nothing is left behind (a daemon
+        # thread, told to stop): Ctrl-C must not wait for the server.
+        deadline = time.monotonic() + 1.0
+        while thread.is_alive() and time.monotonic() < deadline:
             try:
                 buffer.get_nowait()
             except queue.Empty:
@@ -190,7 +220,7 @@ def index_layer(
         # SQLite's work in the LayerWriter's (a fourth thread for inflating
         # was measured: +0.6 s CPU in GIL hand-offs and no faster on 2 cores).
         blob = VerifiedStream(client.iter_blob(job.repository, job.digest, size=job.size or None), job.digest, on_bytes)
-        chunks = _prefetch(blob)
+        chunks = _prefetch(blob, cancel=cancel)
 
         def finish() -> int:
             for _ in chunks:  # what follows the end-of-archive marker still counts for the digest
@@ -326,6 +356,10 @@ class Indexer:
         self._jobs: dict[str, LayerJob] = {}
         self._lock = threading.Lock()
         self._cancel = threading.Event()
+        self._recorded: set[str] = set()  # references recorded
+        self._failed: set[str] = set()  # references that failed
+        self._layers_of: dict[str, set[str]] = {}  # reference → its layer digests
+        self._failed_layers: set[str] = set()
         self.db = store.open_db(self.db_path)
 
     def client(self, registry: str) -> RegistryClient:
@@ -348,11 +382,13 @@ class Indexer:
         images = [load_platform(client, resolved, platform) for platform in wanted]
         check_single_platform(resolved, images[0], self.platform)  # as inspect and save do
         image_id = record_image(self.db, ref, resolved)
+        self._recorded.add(ref.short)
         self.summary.images += 1
         for image in images:
             record_platform(self.db, image_id, ref, image)
             self.summary.platforms += 1
             for layer in image.layers:
+                self._layers_of.setdefault(ref.short, set()).add(layer.digest)
                 self._queue_layer(layer, ref)
 
     def _queue_layer(self, layer: LayerInfo, ref: Reference) -> None:
@@ -396,6 +432,7 @@ class Indexer:
         finally:
             db.close()
         with self._lock:
+            self._failed_layers.add(job.digest)
             self.summary.layers_failed += 1
             self.summary.errors.append(f"layer {job.digest}: {message}")
         self.progress.layer_finished(job, 0, message)
@@ -420,6 +457,14 @@ class Indexer:
         for digest in [job.digest for job in pending]:
             self._jobs[digest] = None
 
+    def count_images(self) -> None:
+        "Fill the summary's image counts (an image fails when resolving it or one of its layers failed)."
+        failed = self._failed | {ref for ref, digests in self._layers_of.items() if digests & self._failed_layers}
+        self.summary.images = len(self._recorded | self._failed)
+        self.summary.images_failed = len(failed)
+        queued = sum(1 for job in self._jobs.values() if job is not None)  # run_layers clears them when done
+        self.summary.layers_left = max(0, queued - self.summary.layers_indexed - self.summary.layers_failed)
+
     def bytes_downloaded(self) -> int:
         return sum(client.bytes_downloaded for client in self._clients.values())
 
@@ -437,6 +482,7 @@ def _guarded(indexer: Indexer, ref: Reference, work: Callable):
         log.debug("unexpected error on %s", ref.short, exc_info=True)
         message = f"unexpected error ({type(error).__name__}: {error})"
     indexer.summary.errors.append(f"{ref.short}: {message}")
+    indexer._failed.add(ref.short)
     indexer.progress.message(f"{ref.short}: {message}")
     return None
 
@@ -444,6 +490,34 @@ def _guarded(indexer: Indexer, ref: Reference, work: Callable):
 def expand_tags(indexer: Indexer, ref: Reference, page_size: int | None = None) -> list[Reference]:
     client = indexer.client(ref.registry)
     return [ref.with_tag(tag) for tag in client.list_tags(ref.repository, page_size)]
+
+
+INDEX_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+
+
+def check_index_path(db_path: Path | str) -> None:
+    """Refuse to create an index whose name reads as an image reference
+    (``index alpine images.db``, arguments swapped): UsageError with a hint.
+    An existing file, or a name ending in .db/.sqlite/.sqlite3, is fine."""
+    name = os.fspath(db_path)
+    if os.path.exists(name) or name.lower().endswith(INDEX_SUFFIXES):
+        return
+    try:
+        parse_reference(name)
+    except LayerslayerError:
+        return
+    raise UsageError(
+        f"{name!r} looks like an image reference, not an index file (it does not exist); the index comes "
+        f"first: `layerslayer index DB.db IMAGE...`; to create an index with that name, end it in .db "
+        f"or create the file first"
+    )
+
+
+def upgrade_index(db_path: Path | str) -> list[str]:
+    "Bring an existing index up to this version's schema; the names of the migrations applied."
+    db = store.open_db(db_path, must_exist=True)
+    db.close()
+    return db.migrated
 
 
 def index_images(
@@ -461,8 +535,11 @@ def index_images(
 ) -> IndexSummary:
     """Index images by reference. Errors on one image are recorded in the
     summary and the others go on; the summary says what happened. ``span``:
-    compressed bytes between checkpoints in big gzip layers (0: none)."""
+    compressed bytes between checkpoints in big gzip layers (0: none). Ctrl-C
+    raises :class:`Interrupted` (a KeyboardInterrupt) whose ``summary`` says
+    what was kept."""
     started = time.monotonic()
+    check_index_path(db_path)
     indexer = Indexer(db_path, options=options, platform=platform, all_platforms=all_platforms, jobs=jobs,
                       progress=progress, span=span)
     try:
@@ -472,11 +549,16 @@ def index_images(
             for target in targets:
                 _guarded(indexer, target, lambda: indexer.add_reference(target))
         indexer.run_layers()
-        indexer.summary.bytes_downloaded = indexer.bytes_downloaded()
+    except KeyboardInterrupt:
+        indexer.count_images()
         indexer.summary.seconds = time.monotonic() - started
-        return indexer.summary
+        raise Interrupted(indexer.summary) from None
     finally:
+        indexer.summary.bytes_downloaded = indexer.bytes_downloaded()
         indexer.close()
+    indexer.count_images()
+    indexer.summary.seconds = time.monotonic() - started
+    return indexer.summary
 
 
 def catalog_references(options: ClientOptions, registry: str, *, limit: int | None = None, page_size: int | None = None) -> list[Reference]:

@@ -162,20 +162,23 @@ def _is_surrogate(c: str) -> bool:
 # Sizes, modes, presets
 
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(?:i?b)?\s*$", re.I)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgtp]?)(i?)b?\s*$", re.I)
+_POWERS = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4, "p": 5}
 
 
 def parse_size(text: str | int) -> int:
-    """``10M`` → 10485760. Units are powers of 1024 (``K``, ``M``, ``G``, ``T``,
-    optionally followed by ``B`` or ``iB``, any case); decimals allowed
-    (``1.5G``); a plain number is bytes. UsageError on anything else."""
+    """``10M`` → 10000000. The one size unit of every command (the sizes they
+    print too, see :func:`layerslayer.display.human_size`): ``K``, ``M``,
+    ``G``, ``T`` are powers of 1000, optionally followed by ``B``; ``Ki``,
+    ``Mi``... (``KiB``, ``MiB``...) powers of 1024; any case; decimals
+    allowed (``1.5G``); a plain number is bytes. UsageError on anything else."""
     if isinstance(text, int):
         return text
     match = _SIZE.match(str(text))
-    if not match:
-        raise UsageError(f"invalid size {text!r}: use bytes or a number with K, M, G or T (e.g. 10M, 1.5G)")
-    return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    if not match or (match.group(3) and not match.group(2)):
+        raise UsageError(f"invalid size {text!r}: use bytes or a number with K, M, G or T (e.g. 10M, 1.5G, 2MiB)")
+    base = 1024 if match.group(3) else 1000
+    return int(float(match.group(1)) * base ** _POWERS[match.group(2).lower()])
 
 
 @functools.lru_cache(maxsize=1024)
@@ -1176,6 +1179,26 @@ class FindQuery:
         sql, params = self._sql("count(*)")
         n = self.conn.execute(sql, params).fetchone()[0]
         return min(n, self.limit) if self.limit is not None else n
+
+    def missing_layers(self) -> dict[str, int]:
+        """Layers of the searched images whose files cannot be in the answer,
+        by status: ``failed``, ``pending`` (not indexed yet, or the run was
+        interrupted) and ``foreign`` (non-distributable, never fetched); {}
+        when every layer is indexed. ``--layer`` scopes it to that layer."""
+        where = ["pf.attestation = 0", "l.status != 'indexed'"]
+        params: list = []
+        if self.platform_ids is not None:
+            where.append("pl.platform_id IN (SELECT value FROM json_each(?))")
+            params.append(json.dumps(self.platform_ids))
+        if self.layer_id is not None:
+            where.append("l.id = ?")
+            params.append(self.layer_id)
+        rows = self.conn.execute(
+            "SELECT l.status, count(DISTINCT l.id) FROM layers l JOIN platform_layers pl ON pl.layer_id = l.id "
+            f"JOIN platforms pf ON pf.id = pl.platform_id WHERE {' AND '.join(where)} GROUP BY l.status",
+            params,
+        ).fetchall()
+        return {status: n for status, n in rows if n}
 
     def explain(self) -> list[str]:
         "One line per pattern plan, then the entry source (for ``find --explain``)."

@@ -26,17 +26,20 @@ import queue
 import sqlite3
 import threading
 import time
+import urllib.parse
 from contextlib import contextmanager
 from typing import Any, Iterable, Iterator
 
 import sqlite_utils
 
+from . import __version__
 from .errors import LayerslayerError
 from .migrations import ENTRY_TYPES, migrations
 
 
 __all__ = [
     "NotAnIndex",
+    "SchemaMismatch",
     "open_db",
     "upsert_image",
     "upsert_platform",
@@ -74,6 +77,10 @@ class NotAnIndex(LayerslayerError):
     exit_code = 2
 
 
+class SchemaMismatch(NotAnIndex):
+    "The index's schema is not this version's: a newer layerslayer migrated it, or it awaits migrations."
+
+
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
@@ -82,7 +89,7 @@ def _now() -> str:
 # Opening
 
 
-def open_db(path, *, must_exist: bool = False) -> sqlite_utils.Database:
+def open_db(path, *, must_exist: bool = False, read_only: bool = False) -> sqlite_utils.Database:
     """Open (creating if needed) the index at ``path`` and migrate it.
 
     WAL journal, ``busy_timeout`` 30 s, foreign keys on. Raises
@@ -90,33 +97,23 @@ def open_db(path, *, must_exist: bool = False) -> sqlite_utils.Database:
     is not an SQLite database, is an SQLite database of something else (it
     has tables but no layerslayer migrations record), or is missing while
     ``must_exist`` is true. ``":memory:"`` gives a private in-memory index.
+    Raises :class:`SchemaMismatch`, writing nothing, when a newer layerslayer
+    migrated the index further than this version knows.
+
+    ``read_only`` (the reading commands): the file must exist and already be
+    an index of this version's schema; it is opened with ``query_only``,
+    never switched to WAL nor migrated, so it may sit on a read-only file or
+    file system (see :func:`_open_read_only`). An older schema is refused
+    with the command that upgrades it.
     """
     name = os.fspath(path)
     memory = name == ":memory:"
     if not memory:
-        if os.path.isdir(name):
-            raise NotAnIndex(f"{name} is a directory, not a layerslayer index")
-        if os.path.exists(name):
-            # Never open() and close() the file ourselves: closing *any*
-            # descriptor of a database file drops every POSIX lock this
-            # process holds on it, those of other threads' SQLite connections
-            # included - another process then checkpoints and deletes the WAL
-            # under them and their commits are lost ("How To Corrupt An SQLite
-            # Database", 2.2.1). SQLite itself checks the header below; only
-            # a stat() here. An empty file is an empty database; anything
-            # shorter than SQLite's smallest page is not a database at all.
-            try:
-                size = os.stat(name).st_size
-            except OSError as e:
-                raise NotAnIndex(f"Cannot read {name}: {e.strerror or e}") from None
-            if 0 < size < 512:
-                raise NotAnIndex(
-                    f"{name} is not a layerslayer index (not an SQLite database)"
-                )
-        elif must_exist:
-            raise NotAnIndex(
-                f"No layerslayer index at {name} (create one with `layerslayer index`)"
-            )
+        size = _stat_index(name, must_exist or read_only)
+        if read_only:
+            if not size:
+                raise NotAnIndex(f"{name} is empty, not a layerslayer index (create one with `layerslayer index`)")
+            return _open_read_only(name)
     try:
         # A LayerWriter hands its connection to its writer thread for a while.
         db = sqlite_utils.Database(sqlite3.connect(name, check_same_thread=False))
@@ -124,29 +121,116 @@ def open_db(path, *, must_exist: bool = False) -> sqlite_utils.Database:
         raise NotAnIndex(f"Cannot open {name}: {e}") from None
     conn = db.conn
     try:
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA foreign_keys = ON")
-        # TEMP tables and sorts stay in memory, and a big page cache keeps the
-        # path indexes hot for queries; connections that index layers trade
-        # both for bounded memory (tune_for_indexing).
-        conn.execute("PRAGMA temp_store = MEMORY")
-        conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        _set_up(conn)
         _check_is_ours(conn, name)
+        _check_schema(db, name, writing=True)
         if not memory:
             _retry_while_locked(lambda: conn.execute("PRAGMA journal_mode = WAL"))
             # In WAL mode NORMAL never corrupts the index; a power cut may
             # lose the last layers committed, which the next run redoes.
             conn.execute("PRAGMA synchronous = NORMAL")
-        _retry_while_locked(lambda: migrations.pending(db) and _apply_migrations(db))
-    except NotAnIndex:
+        db.migrated = _retry_while_locked(lambda: _migrate(db))  # names of the migrations applied
+    except BaseException as e:
         conn.close()
-        raise
-    except sqlite3.DatabaseError as e:
-        conn.close()
-        if "file is not a database" in str(e):
-            raise NotAnIndex(f"{name} is not a layerslayer index (not an SQLite database)") from None
-        raise NotAnIndex(f"{name} is not a usable layerslayer index: {e}") from None
+        raise _as_not_an_index(e, name) from None
     return db
+
+
+def _stat_index(name: str, must_exist: bool) -> int | None:
+    "The size of the file at ``name`` (None if there is none), checked with a stat() alone."
+    if os.path.isdir(name):
+        raise NotAnIndex(f"{name} is a directory, not a layerslayer index")
+    if not os.path.exists(name):
+        if must_exist:
+            raise NotAnIndex(f"No layerslayer index at {name} (create one with `layerslayer index`)")
+        return None
+    # Never open() and close() the file ourselves: closing *any*
+    # descriptor of a database file drops every POSIX lock this
+    # process holds on it, those of other threads' SQLite connections
+    # included - another process then checkpoints and deletes the WAL
+    # under them and their commits are lost ("How To Corrupt An SQLite
+    # Database", 2.2.1). SQLite itself checks the header below; only
+    # a stat() here. An empty file is an empty database; anything
+    # shorter than SQLite's smallest page is not a database at all.
+    try:
+        size = os.stat(name).st_size
+    except OSError as e:
+        raise NotAnIndex(f"Cannot read {name}: {e.strerror or e}") from None
+    if 0 < size < 512:
+        raise NotAnIndex(f"{name} is not a layerslayer index (not an SQLite database)")
+    return size
+
+
+def _set_up(conn: sqlite3.Connection) -> None:
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA foreign_keys = ON")
+    # TEMP tables and sorts stay in memory, and a big page cache keeps the
+    # path indexes hot for queries; connections that index layers trade
+    # both for bounded memory (tune_for_indexing).
+    conn.execute("PRAGMA temp_store = MEMORY")
+    conn.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+
+
+def _as_not_an_index(e: BaseException, name: str) -> BaseException:
+    "What an error met while opening ``name`` means to the user."
+    if isinstance(e, sqlite3.DatabaseError):
+        if "file is not a database" in str(e):
+            return NotAnIndex(f"{name} is not a layerslayer index (not an SQLite database)")
+        return NotAnIndex(f"{name} is not a usable layerslayer index: {e}")
+    return e
+
+
+def _open_read_only(name: str) -> sqlite_utils.Database:
+    """``name`` opened for reading: ``query_only``, never switched to WAL nor
+    migrated. SQLite opens a write-protected file read-only by itself
+    (``mode=rw``); as the last connection to close it then tidies away the
+    WAL files, so the directory is left as it was. Where SQLite cannot open
+    the file that way, ``mode=ro``; and a WAL index on a read-only file system
+    (whose ``-shm`` file cannot be created) as ``immutable=1``, which takes no
+    lock and creates no file (nothing can change the file there)."""
+    uri = "file:" + urllib.parse.quote(os.path.abspath(name))
+    for attempt in (uri + "?mode=rw", uri + "?mode=ro", uri + "?mode=ro&immutable=1"):
+        try:
+            conn = sqlite3.connect(attempt, uri=True, check_same_thread=False)
+        except sqlite3.OperationalError:
+            continue
+        db = sqlite_utils.Database(conn)
+        try:
+            conn.execute("PRAGMA query_only = 1")
+            _set_up(conn)
+            _check_is_ours(conn, name, empty_ok=False)
+            _check_schema(db, name, writing=False)
+            db.immutable = "immutable=1" in attempt  # browse serves such a file immutable too
+            return db
+        except sqlite3.OperationalError as e:
+            conn.close()
+            if "unable to open" in str(e) or "readonly" in str(e):
+                continue
+            raise _as_not_an_index(e, name) from None
+        except BaseException as e:
+            conn.close()
+            raise _as_not_an_index(e, name) from None
+    raise NotAnIndex(f"Cannot open {name} for reading")
+
+
+def _check_schema(db: sqlite_utils.Database, name: str, *, writing: bool) -> None:
+    """SchemaMismatch when the index records migrations this version does not
+    know (a newer layerslayer wrote it), or, for a reader, lacks some."""
+    applied = [m.name for m in migrations.applied(db)]
+    known = [m.name for m in migrations._migrations]
+    unknown = [m for m in applied if m not in known]
+    if unknown:
+        action = "refusing to write to it" if writing else "cannot read it"
+        raise SchemaMismatch(
+            f"{name} was written by a newer layerslayer (schema {', '.join(unknown)}); this version "
+            f"({__version__}) {action}: upgrade layerslayer"
+        )
+    pending = [m for m in known if m not in applied]
+    if pending and not writing:
+        raise SchemaMismatch(
+            f"{name} was made by an older layerslayer (schema lacks {', '.join(pending)}); "
+            f"upgrade it with `layerslayer index {name} --upgrade`"
+        )
 
 
 def tune_for_indexing(db: sqlite_utils.Database) -> None:
@@ -165,7 +249,7 @@ def tune_for_indexing(db: sqlite_utils.Database) -> None:
     conn.execute(f"PRAGMA cache_size = -{INDEXING_CACHE_KIB}")
 
 
-def _check_is_ours(conn: sqlite3.Connection, name: str) -> None:
+def _check_is_ours(conn: sqlite3.Connection, name: str, empty_ok: bool = True) -> None:
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     except sqlite3.DatabaseError as e:
@@ -173,7 +257,9 @@ def _check_is_ours(conn: sqlite3.Connection, name: str) -> None:
             raise NotAnIndex(f"{name} is not a layerslayer index (not an SQLite database)") from None
         raise NotAnIndex(f"{name} is not a layerslayer index ({e})") from None
     if not tables:
-        return  # a new, empty database: ours to initialise
+        if empty_ok:
+            return  # a new, empty database: ours to initialise
+        raise NotAnIndex(f"{name} is an empty database, not a layerslayer index (create one with `layerslayer index`)")
     if migrations.migrations_table in tables:
         row = conn.execute(
             f"SELECT 1 FROM [{migrations.migrations_table}] WHERE migration_set = ? LIMIT 1",
@@ -202,6 +288,14 @@ def _retry_while_locked(step):
             if "locked" not in str(e) or time.monotonic() >= deadline:
                 raise
             time.sleep(0.02)
+
+
+def _migrate(db: sqlite_utils.Database) -> list[str]:
+    "Apply what is pending (taking the write lock only then); the names applied."
+    pending = [m.name for m in migrations.pending(db)]
+    if pending:
+        _apply_migrations(db)
+    return pending
 
 
 def _apply_migrations(db: sqlite_utils.Database) -> None:

@@ -254,7 +254,7 @@ def test_extract_stops_at_the_output_cap_and_refuses_deep_nesting(registry, uniq
     assert result.exit_code == 1, result.output
     written = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     assert written == 800_000  # two files fit under 1 MiB; the third would pass it
-    assert "refused  f2.bin (layer 0): 400000 more bytes would pass the output cap of 1048576 bytes" in result.stderr
+    assert "refused  f2.bin (layer 0): 400000 more bytes would pass the output cap of 1000000 bytes" in result.stderr
     assert "stopped at the output cap (--max-output raises it)" in result.stderr
     assert not (out / "ok.txt").exists()  # nothing after the stop
     result = run("extract", pushed.ref, "*", "-o", tmp_path / "all")

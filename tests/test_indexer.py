@@ -327,7 +327,7 @@ def test_unknown_image_recorded_as_error(registry, unique_repo, tmp_path):
     result = index(tmp_path / "i.db", f"{registry.host}/{unique_repo()}:missing", good.ref)
     assert result.exit_code == 1
     assert "image not found" in result.output
-    assert "1 image" in result.output
+    assert "Indexed 2 images (1 failed), 1 platform" in result.output
 
 
 def test_not_an_index_database(tmp_path):

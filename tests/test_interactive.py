@@ -130,7 +130,7 @@ def entry(path, type="file", size=0, mode=0o644, linkname="", **kw):
 
 def test_entry_lines():
     assert format_entry(entry("etc", "dir", mode=0o755)).split() == ["drwxr-xr-x", "root/root", "etc/"]
-    assert format_entry(entry("etc/passwd", size=3072)).split() == ["-rw-r--r--", "root/root", "3.0", "KB", "etc/passwd"]
+    assert format_entry(entry("etc/passwd", size=3000)).split() == ["-rw-r--r--", "root/root", "3.0", "KB", "etc/passwd"]
     assert format_entry(entry("empty")).split()[-3:] == ["0.0", "B", "empty"]
     assert format_entry(entry("bin", "symlink", mode=0o777, linkname="usr/bin")).endswith("bin -> usr/bin")
     assert format_entry(entry("a/b", "hardlink", linkname="a/c")).endswith("a/b link to a/c")
@@ -227,7 +227,7 @@ def test_build_steps_layers_and_listing(registry, unique_repo, tmp_path):
     lines = text.splitlines()
     assert any(l.split() == ["drwxr-xr-x", "root/root", "etc/"] for l in lines)
     assert any(l.split() == ["-rw-r--r--", "root/root", "26.0", "B", "etc/passwd"] for l in lines)
-    assert any(l.split() == ["-rwxr-xr-x", "root/root", "3.0", "KB", "usr/bin/tool"] for l in lines)
+    assert any(l.split() == ["-rwxr-xr-x", "root/root", "3.1", "KB", "usr/bin/tool"] for l in lines)
     assert any(l.endswith("bin -> usr/bin") for l in lines)
     assert any(l.endswith("etc/.wh.shadow  [whiteout: deletes etc/shadow]") for l in lines)
     assert any(l.split()[-1:] == ["app/.env"] for l in lines)  # the zstd layer

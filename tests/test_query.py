@@ -337,12 +337,13 @@ def test_size_filters(db, idx):
     assert sizes(min_size="1M") == {"usr/lib/big.bin"}
     assert sizes(min_size="1.5M") == {"usr/lib/big.bin"}
     assert sizes(min_size="512K", max_size="1M") == {"usr/lib/medium.bin"}
-    assert sizes(max_size="100K", types=["f"]) == {"usr/lib/libfoo.so.1"}
+    assert sizes(max_size="100KiB", types=["f"]) == {"usr/lib/libfoo.so.1"}
     assert sizes(min_size=str(2 << 20)) == {"usr/lib/big.bin"}
     assert sizes(min_size=(2 << 20) + 1) == set()
-    assert query.parse_size("10M") == 10 << 20 and query.parse_size("1.5G") == 3 << 29
-    assert query.parse_size("512k") == 512 << 10 and query.parse_size("2KiB") == 2048 and query.parse_size("7") == 7
-    for bad in ("10X", "", "-1", "M"):
+    assert query.parse_size("10M") == 10_000_000 and query.parse_size("1.5G") == 1_500_000_000
+    assert query.parse_size("10MiB") == 10 << 20 and query.parse_size("1.5Gi") == 3 << 29 and query.parse_size("2mb") == 2_000_000
+    assert query.parse_size("512k") == 512_000 and query.parse_size("2KiB") == 2048 and query.parse_size("7") == 7
+    for bad in ("10X", "", "-1", "M", "5i"):
         with pytest.raises(query.UsageError):
             query.parse_size(bad)
 
