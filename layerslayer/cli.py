@@ -322,7 +322,7 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 @click.option("--page-size", type=click.IntRange(min=1), help="Page size for tag and catalog listings.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1, max=32), default=2, show_default=True, help="Layers downloaded at once.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors and the summary line.")
-@click.option("--span", metavar="SIZE", default="4M", show_default=True,
+@click.option("--span", metavar="SIZE", default="4MiB", show_default=True,
               help="Checkpoint gzip layers of 8 MiB or more every SIZE of compressed bytes, so `cat` and "
                    "`extract --db` read one file with one small Range request (0: no checkpoints).")
 @click.option("--upgrade", is_flag=True,
@@ -389,7 +389,7 @@ def _span(text: str) -> int:
     except UsageError as error:
         raise click.BadParameter(str(error), param_hint="--span")
     if value and value < 64 << 10:
-        raise click.BadParameter("give 0 (no checkpoints) or at least 64K", param_hint="--span")
+        raise click.BadParameter("give 0 (no checkpoints) or at least 64KiB", param_hint="--span")
     return value
 
 

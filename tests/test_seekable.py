@@ -59,7 +59,7 @@ def big_image(registry):
 def big_db(big_image, tmp_path_factory):
     pushed, _ = big_image
     db = tmp_path_factory.mktemp("seek") / "big.db"
-    result = run("index", db, pushed.ref, "--quiet", "--span", "1M", "--plain-http")
+    result = run("index", db, pushed.ref, "--quiet", "--span", "1MiB", "--plain-http")
     assert result.exit_code == 0, result.output
     return db
 
