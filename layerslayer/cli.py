@@ -299,8 +299,15 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 @click.option("--page-size", type=click.IntRange(min=1), help="Page size for tag and catalog listings.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1, max=32), default=2, show_default=True, help="Layers downloaded at once.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors and the summary line.")
+@click.option("--scan/--no-scan", default=False, show_default=True,
+              help="Scan file contents, config Env/Labels and build steps for secrets (see `layerslayer secrets`).")
+@click.option("--scan-max-size", metavar="SIZE", default="1MiB", show_default=True,
+              help="With --scan: largest file scanned (bytes, or with K/M/KiB/MiB).")
+@click.option("--keep-values", is_flag=True,
+              help="With --scan: store the secret values found, not only fingerprints and redacted previews.")
 @registry_options
-def index(db, references, platform, all_platforms, all_tags, catalog, limit, page_size, jobs, quiet, client_options):
+def index(db, references, platform, all_platforms, all_tags, catalog, limit, page_size, jobs, quiet,
+          scan, scan_max_size, keep_values, client_options):
     """Index layer file listings of images into the SQLite database DB.
 
     Layers are streamed from the registry and only their tar headers kept;
@@ -319,6 +326,14 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
         raise click.UsageError("--platform and --all-platforms are mutually exclusive")
     if limit and not catalog:
         raise click.UsageError("--limit goes with --catalog")
+    from .secretscan import parse_size
+
+    try:
+        max_size = parse_size(scan_max_size)
+    except ValueError as error:
+        raise click.UsageError(f"--scan-max-size: {error}") from None
+    if keep_values and not scan:
+        raise click.UsageError("--keep-values goes with --scan")
     if catalog:
         refs = []
         for registry in references:
@@ -330,6 +345,7 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
     summary = index_images(
         db, refs, options=client_options, platform=platform, all_platforms=all_platforms,
         all_tags=all_tags, jobs=jobs, page_size=page_size, progress=_progress(quiet),
+        scan=scan, scan_max_size=max_size, keep_values=keep_values,
     )
     click.echo(summary.as_line())
     if not summary.ok:
@@ -836,6 +852,90 @@ def find(db, patterns, ignore_case, presets, images, platform, types, min_size, 
 
 
 find.help += _FIND_EXIT_STATUS
+
+
+@cli.command()
+@db_argument
+@click.option("--image", "images", multiple=True, metavar="REF",
+              help="Only secrets this image holds (reference, repository or digest, as for find). Repeatable.")
+@click.option("--detector", "detectors", multiple=True, metavar="NAME",
+              help="Only this detector (private-key, aws-access-key-id, password-assignment...). Repeatable.")
+@click.option("--ghost", "state", flag_value="ghost", help="Only secrets that are only in files a later layer deleted.")
+@click.option("--visible", "state", flag_value="visible",
+              help="Only secrets visible in some image's final filesystem, config or build steps.")
+@click.option("--where", is_flag=True, help="One row per place each secret was found (image, layer, path, line).")
+@format_options
+@debug_option
+def secrets(db, images, detectors, state, where, fmt):
+    """List the secrets found by `index --scan` in index DB.
+
+    One row per distinct secret (fingerprint: the same key in many images is
+    one row) with its detector, how many images and layers hold it, its state
+    (visible; ghost: only in files a later layer deleted; hidden: only in
+    files a later layer overwrote) and where it was first seen. Values are
+    shown redacted; they are in the index only if it was built with
+    --keep-values (then --json/--nl/--csv include them).
+
+    \b
+    Examples:
+        layerslayer secrets images.db
+        layerslayer secrets images.db --ghost --where
+        layerslayer secrets images.db --detector private-key --image app:1.0 --json
+    """
+    from .findings import list_secrets
+    from .query import printable
+    from .secretscan import DETECTORS
+
+    unknown = [d for d in detectors if d not in DETECTORS]
+    if unknown:
+        raise click.UsageError(f"unknown detector {unknown[0]!r} (detectors: {', '.join(DETECTORS)})")
+    database = _open_index(db)
+    try:
+        found = list_secrets(database, images=images, detectors=detectors, state=state, where=where)
+    finally:
+        database.close()
+    if where:
+        records = [
+            {"fingerprint": s.fingerprint, "detector": s.detector, "preview": s.preview, **loc.as_dict(),
+             **({"value": s.value} if s.value is not None else {})}
+            for s in found for loc in s.locations
+        ]
+    else:
+        records = [{k: v for k, v in s.as_dict().items() if k != "value" or v is not None} for s in found]
+    if fmt == "json":
+        click.echo(json.dumps(records, indent=2))
+    elif fmt == "nl":
+        for record in records:
+            click.echo(json.dumps(record))
+    elif fmt == "csv":
+        import csv
+        import io
+
+        out = io.StringIO()
+        fields = list(dict.fromkeys(k for record in records for k in record))
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        click.echo(out.getvalue(), nl=False)
+    elif where and records:
+        _echo_table(
+            ["IMAGE", "PLATFORM", "LAYER", "STATE", "DETECTOR", "PREVIEW", "WHERE"],
+            [[printable(r["image"]), r["platform"] or "-", "-" if r["layer_position"] is None else str(r["layer_position"]),
+              r["state"], r["detector"], printable(r["preview"]),
+              printable(r["location"] if r["source"] == "file" else f"{r['source']} {r['location']}")
+              + (f":{r['line']}" if r["line"] else "")]
+             for r in records],
+        )
+    elif records:
+        _echo_table(
+            ["DETECTOR", "IMAGES", "LAYERS", "STATE", "PREVIEW", "FIRST SEEN"],
+            [[s.detector, str(s.images), str(s.layers), s.state, printable(s.preview),
+              f"{printable(s.first_image)} {printable(s.first_location)}"] for s in found],
+        )
+    sys.exit(0 if records else 1)
+
+
+secrets.help += _FIND_EXIT_STATUS
 
 
 @cli.command(name="ls")

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from . import store, tarstream, toc
+from . import secretscan, store, tarstream, toc
 from .errors import LayerslayerError, VerificationError
 from .image import (
     LayerInfo, PlatformImage, ResolvedImage, human_size, load_platform, platform_matches, resolve, select_platform,
@@ -42,6 +42,9 @@ class LayerJob:
     annotations: dict
     registry: str
     repository: str
+    scan_max_size: int | None = None  # scan file contents up to this size (None: no scanning)
+    keep_values: bool = False  # store the secret values found, not only fingerprints
+    scan_only: bool = False  # the layer is indexed already: only scan it
 
 
 @dataclass
@@ -53,6 +56,7 @@ class IndexSummary:
     layers_failed: int = 0
     layers_skipped: int = 0  # foreign layers: recorded, never fetched
     files: int = 0
+    findings: int | None = None  # secrets found by content scanning (None: not scanning)
     layer_bytes: int = 0  # layer blob bytes fetched (0 when every layer was already indexed)
     bytes_downloaded: int = 0  # everything: manifests, configs, tokens' bodies, layers
     seconds: float = 0.0
@@ -70,7 +74,10 @@ class IndexSummary:
         ]
         if self.layers_skipped:
             parts.append(f"{self.layers_skipped} foreign skipped")
-        parts += [f"{self.files:,} files", f"{human_size(self.layer_bytes)} of layers downloaded", f"{self.seconds:.1f}s"]
+        parts.append(f"{self.files:,} files")
+        if self.findings is not None:
+            parts.append(f"{self.findings} secret finding{'s' if self.findings != 1 else ''}")
+        parts += [f"{human_size(self.layer_bytes)} of layers downloaded", f"{self.seconds:.1f}s"]
         return "Indexed " + ", ".join(parts)
 
 
@@ -161,7 +168,8 @@ def index_layer(
     db = store.open_db(db_path)
     try:
         store.tune_for_indexing(db)
-        if toc.toc_kind(job.annotations) is not None:
+        # Scanning needs every file's bytes: a lazy-pull layer is then streamed, not listed from its TOC.
+        if toc.toc_kind(job.annotations) is not None and job.scan_max_size is None:
             try:
                 return _index_from_toc(db, client, job, progress)
             except (toc.TocError, VerificationError) as error:
@@ -192,10 +200,39 @@ def index_layer(
             blob.verify(job.size)
             return blob.size
 
-        listing = counted(tarstream.iter_entries(chunks, tarstream.compression_of(job.media_type)))
-        return write_listing(db, job.digest, listing, finish), blob.size
+        reader = tarstream.TarReader(tarstream.decompress(chunks, tarstream.compression_of(job.media_type)))
+        if job.scan_max_size is None:
+            return write_listing(db, job.digest, counted(reader), finish), blob.size
+        scanner = secretscan.Scanner(job.scan_max_size)
+        if job.scan_only:
+            found: list = []
+            for _ in scanned_entries(reader, scanner, lambda position, fs: found.extend((position, f) for f in fs)):
+                pass
+            finish()
+            store.replace_layer_findings(db, job.digest, found, scanned=job.scan_max_size, keep_values=job.keep_values)
+            return 0, blob.size
+        with store.LayerWriter(db, job.digest, scanned=job.scan_max_size, keep_values=job.keep_values) as writer:
+            writer.add_many(counted(scanned_entries(reader, scanner, writer.add_findings)))
+            bytes_read = finish()
+            return writer.commit(bytes_read=bytes_read), blob.size
     finally:
         db.close()
+
+
+def scanned_entries(reader: tarstream.TarReader, scanner: "secretscan.Scanner",
+                    on_findings: Callable[[int, list], None]) -> Iterator[tarstream.Entry]:
+    """The entries of a layer; each regular file up to the scanner's size cap
+    is read while it is the current entry (the same single pass, one file in
+    memory at a time) and scanned, and ``on_findings(position, findings)``
+    hears of what it holds."""
+    wants = scanner.wants
+    scan = scanner.scan_file
+    for position, entry in enumerate(reader):
+        if entry.type == "file" and wants(entry.size):
+            findings = scan(entry.path, reader.read())
+            if findings:
+                on_findings(position, findings)
+        yield entry
 
 
 def write_listing(db, digest: str, entries: Iterable[tarstream.Entry], finish: Callable[[], int],
@@ -224,11 +261,27 @@ def record_image(db, ref: Reference, resolved: ResolvedImage) -> int:
     return image_id
 
 
-def record_platform(db, image_id: int, ref: Reference, image: PlatformImage) -> int:
-    """Record a platform image: its row, build steps and layer stack; return its id."""
+def record_platform(db, image_id: int, ref: Reference, image: PlatformImage,
+                    scanner: "secretscan.Scanner | None" = None, keep_values: bool = False) -> int:
+    """Record a platform image: its row, config, build steps and layer stack;
+    return its id. With a ``scanner``, its config Env, Labels and build steps
+    are scanned for secrets too, and (unless ``keep_values``) the values
+    found are stored masked by their redacted preview there as well."""
+    config, history, found = image.config, image.history, []
+    if scanner is not None:
+        found = [
+            (source, name, finding)
+            for source, name, text in secretscan.config_texts(image.config)
+            for finding in scanner.scan_text(text)
+        ]
+        if found and not keep_values:
+            config, history = secretscan.mask_config(config, history, [f for _, _, f in found])
     platform_id = store.upsert_platform(db, image_id, image.platform, image)
-    store.replace_history(db, platform_id, image.history)
+    store.replace_history(db, platform_id, history)
+    store.replace_config(db, platform_id, config)
     store.set_platform_layers(db, platform_id, image.layers, ref.registry, ref.repository)
+    if scanner is not None:
+        store.replace_platform_findings(db, platform_id, found, keep_values=keep_values)
     return platform_id
 
 
@@ -262,8 +315,15 @@ class Indexer:
         all_platforms: bool = False,
         jobs: int = 2,
         progress: Progress | None = None,
+        scan: bool = False,
+        scan_max_size: int = secretscan.DEFAULT_MAX_SIZE,
+        keep_values: bool = False,
     ):
         self.db_path = Path(db_path)
+        self.scan_max_size = scan_max_size if scan else None
+        self.keep_values = keep_values
+        self.scanner = secretscan.Scanner(scan_max_size) if scan else None
+        self.platform_ids: list[int] = []
         self.options = options or ClientOptions()
         self.platform = platform
         self.all_platforms = all_platforms
@@ -299,7 +359,7 @@ class Indexer:
             image = load_platform(client, resolved, platform)
             if self.platform and not resolved.is_index and not platform_matches(image.platform, self.platform):
                 self.progress.message(f"{ref.short}: single platform {image.platform}, not {self.platform}; indexing it anyway")
-            record_platform(self.db, image_id, ref, image)
+            self.platform_ids.append(record_platform(self.db, image_id, ref, image, self.scanner, self.keep_values))
             self.summary.platforms += 1
             for layer in image.layers:
                 self._queue_layer(layer, ref)
@@ -311,11 +371,16 @@ class Indexer:
         if layer.digest in self._jobs:
             self.summary.layers_reused += 1
             return
+        job = LayerJob(layer.digest, layer.media_type, layer.size, layer.annotations, ref.registry, ref.repository,
+                       self.scan_max_size, self.keep_values)
         if store.layer_status(self.db, layer.digest) == "indexed":
-            self.summary.layers_reused += 1
-            self._jobs[layer.digest] = None  # seen: counts as reused next time too
-            return
-        self._jobs[layer.digest] = LayerJob(layer.digest, layer.media_type, layer.size, layer.annotations, ref.registry, ref.repository)
+            scanned = store.layer_scanned(self.db, layer.digest)
+            if self.scan_max_size is None or (scanned is not None and scanned >= self.scan_max_size):
+                self.summary.layers_reused += 1
+                self._jobs[layer.digest] = None  # seen: counts as reused next time too
+                return
+            job.scan_only = True  # listed already, never scanned (or with a smaller cap): scan it now
+        self._jobs[layer.digest] = job
 
     # -- indexing --------------------------------------------------------
 
@@ -406,11 +471,18 @@ def index_images(
     jobs: int = 2,
     page_size: int | None = None,
     progress: Progress | None = None,
+    scan: bool = False,
+    scan_max_size: int = secretscan.DEFAULT_MAX_SIZE,
+    keep_values: bool = False,
 ) -> IndexSummary:
     """Index images by reference. Errors on one image are recorded in the
-    summary and the others go on; the summary says what happened."""
+    summary and the others go on; the summary says what happened. With
+    ``scan``, file contents up to ``scan_max_size`` bytes, config Env/Labels
+    and build steps are scanned for secrets (layerslayer.secretscan); the
+    values found are stored only with ``keep_values``."""
     started = time.monotonic()
-    indexer = Indexer(db_path, options=options, platform=platform, all_platforms=all_platforms, jobs=jobs, progress=progress)
+    indexer = Indexer(db_path, options=options, platform=platform, all_platforms=all_platforms, jobs=jobs,
+                      progress=progress, scan=scan, scan_max_size=scan_max_size, keep_values=keep_values)
     try:
         refs = [r if isinstance(r, Reference) else parse_reference(r) for r in references]
         for ref in refs:
@@ -418,6 +490,8 @@ def index_images(
             for target in targets:
                 _guarded(indexer, target, lambda: indexer.add_reference(target))
         indexer.run_layers()
+        if scan:
+            indexer.summary.findings = store.count_findings(indexer.db, indexer.platform_ids)
         indexer.summary.bytes_downloaded = indexer.bytes_downloaded()
         indexer.summary.seconds = time.monotonic() - started
         return indexer.summary
