@@ -184,17 +184,28 @@ def _interactive_flow(target, platform, peek_all, save_all, log_file, db_path, o
 @click.argument("reference")
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to show (default: this machine's, else the first).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--raw", type=click.Choice(["manifest", "config", "index"]),
+              help="Print the exact bytes the registry served for the platform's manifest, its config, or the index.")
 @registry_options
-def inspect(reference: str, platform: str | None, as_json: bool, client_options: ClientOptions):
-    """Show an image's platforms, layers and build steps.
+def inspect(reference: str, platform: str | None, as_json: bool, raw: str | None, client_options: ClientOptions):
+    """Show an image's platforms, config (user, entrypoint, env, labels,
+    ports), layers and build steps.
 
     \b
-    Example:
+    Examples:
         layerslayer inspect alpine:3.20 --platform linux/arm64/v8
+        layerslayer inspect alpine:3.20 --raw config | jq .config.Env
     """
     from .image import inspect_image
 
+    if raw and as_json:
+        raise click.UsageError("--raw and --json are mutually exclusive")
     report = inspect_image(reference, platform=platform, options=client_options)
+    if raw:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(report.raw(raw))
+        sys.stdout.buffer.flush()
+        return
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:

@@ -22,8 +22,10 @@ no secret. Any value containing ``EXAMPLE`` (AWS's own
 ``AKIAIOSFODNN7EXAMPLE``) is dropped; generic ``password=``/``secret=``
 assignments and basic-auth URLs are dropped when the value is a placeholder
 (``changeme``, ``password``, ``xxx``, ``<...>``, ``${VAR}``, ``{{ var }}``,
-shorter than 4 characters...) or sits in a template file (``*.template``,
-``*.example``, ``*.sample``, ``*.dist``, ``*.tmpl``, ``*.tpl``). Tokens with a
+shorter than 4 characters...), is unquoted prose with spaces, or sits in a
+template file (``*.template``, ``*.example``, ``*.sample``, ``*.dist``,
+``*.tmpl``, ``*.tpl``) or test code (``test/``, ``tests/``, ``test_*.py``...):
+fixtures, not secrets. Tokens with a
 vendor format (``ghp_``, ``xoxb-``, PEM keys...) are reported even in a
 template: a real token there is still a real token.
 
@@ -185,9 +187,23 @@ def is_placeholder(value: str) -> bool:
     return bool(_CODE_VALUE.match(v))
 
 
+_TEST_DIRS = {"test", "tests", "testing", "testdata", "__tests__", "spec", "fixtures", "examples", "example"}
+
+
 def is_template(path: str) -> bool:
-    name = path.rpartition("/")[2].lower()
-    return name.endswith(_TEMPLATE_SUFFIXES) or ".example." in name or ".sample." in name or ".template." in name
+    """Templates, samples and test code: generic ``password=`` values there
+    are fixtures, not secrets (vendor-format tokens and keys still count)."""
+    parts = path.lower().split("/")
+    name = parts[-1]
+    if name.endswith(_TEMPLATE_SUFFIXES) or ".example." in name or ".sample." in name or ".template." in name:
+        return True
+    return name.startswith("test_") or name.endswith(("_test.py", "_test.go", ".spec.js", ".test.js")) or any(
+        part in _TEST_DIRS for part in parts[:-1])
+
+
+def _prose(value: str, line: str) -> bool:
+    "An unquoted value with a space in it is prose or a list (``passwd: files systemd``), not a password."
+    return (" " in value or "\t" in value) and f'"{value}"' not in line and f"'{value}'" not in line
 
 
 _AWS_ENV = re.compile(
@@ -398,7 +414,8 @@ class Scanner:
                     continue
                 rules = plugins.keyword_rules_for(path)
                 for value in plugins.keyword.analyze_string(line, denylist_regex_to_group=rules):
-                    if value and not is_placeholder(value) and not any(f(value, line) for f in plugins.keyword_filters):
+                    if value and not is_placeholder(value) and not _prose(value, line) and not any(
+                            f(value, line) for f in plugins.keyword_filters):
                         yield Finding("password-assignment", line_no, value)
             elif group == "aws_env":
                 for m in _AWS_ENV.finditer(line):

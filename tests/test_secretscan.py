@@ -183,3 +183,31 @@ def test_config_tables(scanned):
     history = rows(db, "SELECT created_by FROM history ORDER BY position")[0][0]
     assert corpus.GITHUB_ARG not in history and history.startswith("|2 GITHUB_TOKEN=ghp_…")
     assert rows(db, "SELECT port FROM config_ports") == [("8080/tcp",)]
+
+
+def test_inspect_shows_the_config(corpus_image):
+    text = run("inspect", corpus_image.ref)
+    assert text.exit_code == 0, text.output
+    lines = text.output.splitlines()
+    assert "User:       app" in lines and "WorkingDir: /app" in lines and 'Entrypoint: ["/app/run"]' in lines
+    assert "Ports:      8080/tcp" in lines and f"  {corpus.ENV[1]}" in lines
+    assert "  org.opencontainers.image.title=corpus" in lines
+    data = json.loads(run("inspect", corpus_image.ref, "--json").output)
+    assert data["config"]["Env"] == corpus.ENV and data["config"]["Labels"] == corpus.LABELS
+    assert data["config"]["Cmd"] == ["serve"] and data["config"]["ExposedPorts"] == {"8080/tcp": {}}
+
+
+def test_inspect_raw_prints_the_bytes_served(registry, corpus_image):
+    from harness.builder import push_index
+
+    config = CliRunner().invoke(cli, ["inspect", corpus_image.ref, "--raw", "config"])
+    assert config.exit_code == 0 and config.stdout_bytes == corpus_image.image.config_bytes
+    manifest = CliRunner().invoke(cli, ["inspect", corpus_image.ref, "--raw", "manifest"])
+    assert manifest.stdout_bytes == corpus_image.image.manifest_bytes
+    none = run("inspect", corpus_image.ref, "--raw", "index")
+    assert none.exit_code == 2 and "single-platform" in none.output and "Traceback" not in none.output
+    multi = push_index(registry, "secrets/multi:1")
+    index = CliRunner().invoke(cli, ["inspect", multi.ref, "--raw", "index"])
+    assert index.stdout_bytes == multi.index_bytes
+    arm = CliRunner().invoke(cli, ["inspect", multi.ref, "--raw", "manifest", "--platform", "linux/arm64/v8"])
+    assert arm.stdout_bytes == multi.built.images[1].manifest_bytes
