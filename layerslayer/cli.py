@@ -812,13 +812,17 @@ def format_options(fn):
 @click.option("--layer", metavar="DIGEST", help="Only this layer (a unique digest prefix will do).")
 @click.option("--deleted", is_flag=True, help="Only entries a later layer deleted (whiteout or opaque directory): still in their blob.")
 @click.option("--visible", is_flag=True, help="Only entries present in the image's final filesystem.")
+@click.option("--exclude", "excludes", multiple=True, metavar="GLOB",
+              help="Leave out paths this pattern matches (same rules as PATTERN). Repeatable.")
+@click.option("--with-secrets", is_flag=True,
+              help="Only files in which `index --scan` found secrets (PATTERN optional; see `layerslayer secrets`).")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Print at most N rows.")
 @click.option("--count", "count_only", is_flag=True, help="Print the number of matching rows only.")
 @format_options
 @click.option("--explain", is_flag=True, hidden=True, help="Show how each pattern is looked up (on stderr).")
 @debug_option
 def find(db, patterns, ignore_case, presets, images, platform, types, min_size, max_size, layer, deleted, visible,
-         limit, count_only, fmt, explain):
+         excludes, with_secrets, limit, count_only, fmt, explain):
     """Find files by glob across every image of index DB.
 
     One row per matching entry and image platform holding its layer; a
@@ -834,19 +838,21 @@ def find(db, patterns, ignore_case, presets, images, platform, types, min_size, 
     Examples:
         layerslayer find images.db '*.pem' id_rsa
         layerslayer find images.db --preset secrets --deleted
+        layerslayer find images.db '*.pem' --exclude '/usr/share/*'
+        layerslayer find images.db --with-secrets --deleted
         layerslayer find images.db '/etc/ssh/*' --image nginx:latest --type f
         layerslayer find images.db '*.so*' --min-size 10M --json
     """
     from .query import FindQuery
 
-    if not patterns and not presets:
+    if not patterns and not presets and not with_secrets:
         raise click.UsageError("give at least one PATTERN or --preset NAME (--list-presets shows them)")
     database = _open_index(db)
     try:
         query = FindQuery(
             database, patterns, ignore_case=ignore_case, presets=presets, images=images, platform=platform,
             types=types, min_size=min_size, max_size=max_size, layer=layer, deleted=deleted, visible=visible,
-            limit=limit,
+            limit=limit, exclude=excludes, with_secrets=with_secrets,
         )
         if explain:
             for line in query.explain():

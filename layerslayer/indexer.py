@@ -227,11 +227,16 @@ def scanned_entries(reader: tarstream.TarReader, scanner: "secretscan.Scanner",
     hears of what it holds."""
     wants = scanner.wants
     scan = scanner.scan_file
+    sniff = secretscan.TEXT_SNIFF
+    is_text = secretscan.looks_like_text
     for position, entry in enumerate(reader):
         if entry.type == "file" and wants(entry.size):
-            findings = scan(entry.path, reader.read())
-            if findings:
-                on_findings(position, findings)
+            data = reader.read(sniff)
+            if is_text(data):  # a binary file's rest is skipped, not copied
+                rest = reader.read()
+                findings = scan(entry.path, data + rest if rest else data)
+                if findings:
+                    on_findings(position, findings)
         yield entry
 
 

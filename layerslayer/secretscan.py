@@ -52,6 +52,8 @@ DEFAULT_MAX_SIZE = 1 << 20
 TEXT_SNIFF = 8192
 #: Bytes of a line examined either side of an anchor (minified files have huge lines).
 LINE_WINDOW = 2048
+#: The same for keyword anchors, which end at the ``=`` of ``password = "…"``: the name is just before.
+KEYWORD_WINDOW = (128, 512)
 #: A PEM/PGP block is looked for up to this far after its BEGIN line.
 MAX_KEY_BLOCK = 64 << 10
 
@@ -99,6 +101,8 @@ def looks_like_text(data: bytes) -> bool:
 
 # --- anchors: (pattern, caseless, groups of detectors it wakes) --------------
 
+_KEYWORDS = (rb"(pass|pwd|secret|api_?key|auth_?key|service_?key|account_?key|db_?key|database_?key|priv_?key|"
+             rb"private_?key|client_?key|contrase)")
 _ANCHORS: list[tuple[bytes, bool, tuple[str, ...]]] = [
     (rb"-----BEGIN[ A-Z0-9]*PRIVATE KEY|PuTTY-User-Key-File", False, ("pem",)),
     (rb"(A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[0-9A-Z]{16}", False, ("aws",)),
@@ -114,8 +118,12 @@ _ANCHORS: list[tuple[bytes, bool, tuple[str, ...]]] = [
     (rb"AccountKey=", False, ("azure",)),
     (rb"://[^\s/:@'\"]+:[^\s/@'\"]+@", False, ("basic",)),
     (rb"T3BlbkFJ|SG\.[A-Za-z0-9_-]{22}\.|sq0csp-", False, ("vendor",)),
-    (rb"pass|pwd|secret|api_?key|auth_?key|service_?key|account_?key|db_?key|database_?key|priv_?key|"
-     rb"private_?key|client_?key|contrase", True, ("keyword",)),
+    # detect-secrets' keyword rules need the word, then an assignment or comparison right after it
+    # (``password = "…"``, ``secret: …``, ``api_key := …``, ``pwd => …``, ``setPassword("…")``) or a
+    # quoted value compared with it (``"…" == password``): anchoring on that shape, not on the bare
+    # word, keeps prose and code that only mentions passwords out of the detectors.
+    (_KEYWORDS + rb"[\w.\-]{0,40}['\"\]]{0,2}\s{0,4}(:|=|!=|=>|\()", True, ("keyword",)),
+    (rb"['\"]\s{0,4}[!=]={1,2}\s{0,4}\w{0,40}" + _KEYWORDS, True, ("keyword",)),
 ]
 
 
@@ -351,6 +359,7 @@ class Scanner:
         line_no = 1
         counted_to = 0
         seen_lines: dict[int, set[str]] = {}
+        rules = None  # the file type's keyword rules, looked up on first need
         for offset, anchor in hits:
             start = data.rfind(b"\n", 0, offset) + 1
             line_no += data.count(b"\n", counted_to, start)
@@ -374,10 +383,14 @@ class Scanner:
             end = data.find(b"\n", offset)
             if end < 0:
                 end = len(data)
-            lo = max(start, offset - LINE_WINDOW)
-            hi = min(end, offset + LINE_WINDOW)
+            if new == ["keyword"]:
+                lo, hi = max(start, offset - KEYWORD_WINDOW[0]), min(end, offset + KEYWORD_WINDOW[1])
+            else:
+                lo, hi = max(start, offset - LINE_WINDOW), min(end, offset + LINE_WINDOW)
             line = data[lo:hi].decode("utf-8", "replace")
-            found.extend(self._line(line, line_no, new, path, template))
+            if rules is None:
+                rules = self._plugins.keyword_rules_for(path)
+            found.extend(self._line(line, line_no, new, path, template, rules))
         return _best(found)
 
     def _pem(self, data: bytes, start: int, offset: int) -> tuple[str, int] | None:
@@ -406,13 +419,15 @@ class Scanner:
             return None  # "-----BEGIN PRIVATE KEY-----" mentioned in docs or code, no key
         return body.decode("ascii", "replace"), end
 
-    def _line(self, line: str, line_no: int, groups: Iterable[str], path: str | None, template: bool) -> Iterable[Finding]:
+    def _line(self, line: str, line_no: int, groups: Iterable[str], path: str | None, template: bool,
+              rules=None) -> Iterable[Finding]:
         plugins = self._plugins
         for group in groups:
             if group == "keyword":
                 if template:
                     continue
-                rules = plugins.keyword_rules_for(path)
+                if rules is None:
+                    rules = plugins.keyword_rules_for(path)
                 for value in plugins.keyword.analyze_string(line, denylist_regex_to_group=rules):
                     if value and not is_placeholder(value) and not _prose(value, line) and not any(
                             f(value, line) for f in plugins.keyword_filters):
