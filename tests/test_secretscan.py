@@ -211,3 +211,49 @@ def test_inspect_raw_prints_the_bytes_served(registry, corpus_image):
     assert index.stdout_bytes == multi.index_bytes
     arm = CliRunner().invoke(cli, ["inspect", multi.ref, "--raw", "manifest", "--platform", "linux/arm64/v8"])
     assert arm.stdout_bytes == multi.built.images[1].manifest_bytes
+
+
+def test_find_with_secrets(scanned):
+    db, _ = scanned
+    result = run("find", db, "--with-secrets", "--json")
+    assert result.exit_code == 0, result.output
+    paths = {h["path"] for h in json.loads(result.output)}
+    planted = {p for p, _ in corpus.PLANTED_FILES} | {corpus.GHOST_PATH, ESTARGZ_ENV, ZCHUNKED_KEY}
+    assert paths == planted
+    ghosts = json.loads(run("find", db, "--with-secrets", "--deleted", "--json").output)
+    assert [h["path"] for h in ghosts] == [corpus.GHOST_PATH]
+    keys = json.loads(run("find", db, "*.key", "id_*", "--with-secrets", "--json").output)
+    assert {h["path"] for h in keys} == {"etc/ssl/private/server.key", "root/.ssh/id_rsa", "home/app/.ssh/id_ed25519"}
+    assert run("find", db, "*.ini", "--with-secrets").exit_code == 1  # defaults.ini holds only a placeholder
+
+
+def test_find_exclude_and_quieter_presets(registry, tmp_path):
+    noise = {
+        "etc/ssl/certs/ca-certificates.crt": "-", "usr/share/ca-certificates/mozilla/ISRG_Root_X1.crt": "-",
+        "usr/lib/python3.11/test/keycert.pem": "-", "usr/lib/python3/dist-packages/certifi/cacert.pem": "-",
+        "usr/local/lib/python3.12/site-packages/pip/_vendor/certifi/cacert.pem": "-",
+        "usr/local/lib/node_modules/npm/node_modules/agent/test/fixtures/key.pem": "-",
+        "usr/lib/go/src/crypto/tls/testdata/example-key.pem": "-",
+    }
+    real = {"app/certs/server.pem": "-", "root/.ssh/id_rsa": "-", "etc/shadow": "-", "etc/gshadow-": "-",
+            "srv/www/.htpasswd": "-", "app/.env": "-"}
+    image = push_image(registry, "secrets/presets:1", [layer({**noise, **real})])
+    db = tmp_path / "presets.db"
+    assert run("index", db, image.ref).exit_code == 0
+
+    def paths(*args):
+        result = run("find", db, *args, "--json")
+        assert result.exit_code in (0, 1), result.output
+        return {h["path"] for h in json.loads(result.output or "[]")}
+
+    assert paths("--preset", "secrets") == set(real)
+    assert paths("--preset", "keys") == {"app/certs/server.pem", "root/.ssh/id_rsa"}
+    assert paths("--preset", "shadow") == {"etc/shadow", "etc/gshadow-", "srv/www/.htpasswd"}
+    # a typed pattern is not subject to the preset's exclusions...
+    assert paths("*.pem") == {p for p in {**noise, **real} if p.endswith(".pem")}
+    # ...but --exclude applies to everything
+    assert paths("*.pem", "--exclude", "/usr/*") == {"app/certs/server.pem"}
+    assert paths("--preset", "secrets", "--exclude", "*.env", "--exclude", "/etc/*") == {
+        "app/certs/server.pem", "root/.ssh/id_rsa", "srv/www/.htpasswd"}
+    listed = run("find", "--list-presets").output
+    assert "shadow: " in listed and "except */ssl/certs/*" in listed
