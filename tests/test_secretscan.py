@@ -257,3 +257,27 @@ def test_find_exclude_and_quieter_presets(registry, tmp_path):
         "app/certs/server.pem", "root/.ssh/id_rsa", "srv/www/.htpasswd"}
     listed = run("find", "--list-presets").output
     assert "shadow: " in listed and "except */ssl/certs/*" in listed
+
+
+def test_browse_canned_queries_over_findings(scanned, registry, tmp_path):
+    import asyncio
+
+    from datasette.app import Datasette
+
+    db, _ = scanned
+
+    async def query(name, **params):
+        ds = Datasette([str(db)])
+        qs = "&".join(f"{k}={v}" for k, v in {"_shape": "objects", **params}.items())
+        response = await ds.client.get(f"/index/{name}.json?{qs}")
+        assert response.status_code == 200, response.text
+        return response.json()["rows"]
+
+    by_image = asyncio.run(query("secrets_by_image", image=""))
+    assert {r["location"] for r in by_image if r["source"] == "file"} >= {"root/.ssh/id_rsa:1", "app/.env:1"}
+    assert "env AWS_SECRET_ACCESS_KEY" in {r["location"] for r in by_image}
+    ghost = asyncio.run(query("secrets_only_in_deleted_files", image=""))
+    assert [(r["location"], r["state"]) for r in ghost] == [(corpus.GHOST_PATH + ":1", "deleted")]
+    assert asyncio.run(query("same_secret_in_several_images")) == []  # one image here
+    findings = asyncio.run(query("findings"))
+    assert findings and all(r["value"] is None for r in findings)
