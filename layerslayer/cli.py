@@ -310,8 +310,10 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 @click.option("--page-size", type=click.IntRange(min=1), help="Page size for tag and catalog listings.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1, max=32), default=2, show_default=True, help="Layers downloaded at once.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors and the summary line.")
-@click.option("--scan/--no-scan", default=False, show_default=True,
-              help="Scan file contents, config Env/Labels and build steps for secrets (see `layerslayer secrets`).")
+@click.option("--scan/--no-scan", default=None,
+              help="Secrets by content (see `layerslayer secrets`). Default: file contents of the layers streamed, "
+                   "config Env/Labels and build steps are scanned. --scan also streams lazy-pull layers (listed from "
+                   "their TOC otherwise) and layers indexed before without scanning; --no-scan scans nothing.")
 @click.option("--scan-max-size", metavar="SIZE", default="1MiB", show_default=True,
               help="With --scan: largest file scanned (bytes, or with K/M/KiB/MiB).")
 @click.option("--keep-values", is_flag=True,
@@ -343,8 +345,8 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
         max_size = parse_size(scan_max_size)
     except ValueError as error:
         raise click.UsageError(f"--scan-max-size: {error}") from None
-    if keep_values and not scan:
-        raise click.UsageError("--keep-values goes with --scan")
+    if keep_values and scan is False:
+        raise click.UsageError("--keep-values and --no-scan exclude each other")
     if catalog:
         refs = []
         for registry in references:

@@ -320,14 +320,20 @@ class Indexer:
         all_platforms: bool = False,
         jobs: int = 2,
         progress: Progress | None = None,
-        scan: bool = False,
+        scan: bool | None = None,
         scan_max_size: int = secretscan.DEFAULT_MAX_SIZE,
         keep_values: bool = False,
     ):
         self.db_path = Path(db_path)
-        self.scan_max_size = scan_max_size if scan else None
+        # scan: True scans every layer (a lazy-pull one is then streamed, and a layer indexed
+        # earlier without scanning is streamed once more); None (the default) scans what is
+        # streamed anyway; False nothing.
+        if scan is None and not secretscan.fast_prefilter():
+            scan = False
+        self.scan = scan
+        self.scan_max_size = scan_max_size if scan is not False else None
         self.keep_values = keep_values
-        self.scanner = secretscan.Scanner(scan_max_size) if scan else None
+        self.scanner = secretscan.Scanner(scan_max_size) if scan is not False else None
         self.platform_ids: list[int] = []
         self.options = options or ClientOptions()
         self.platform = platform
@@ -376,11 +382,14 @@ class Indexer:
         if layer.digest in self._jobs:
             self.summary.layers_reused += 1
             return
+        scan_max_size = self.scan_max_size
+        if self.scan is None and toc.toc_kind(layer.annotations) is not None:
+            scan_max_size = None  # by default a lazy-pull layer is listed from its TOC, not streamed to be scanned
         job = LayerJob(layer.digest, layer.media_type, layer.size, layer.annotations, ref.registry, ref.repository,
-                       self.scan_max_size, self.keep_values)
+                       scan_max_size, self.keep_values)
         if store.layer_status(self.db, layer.digest) == "indexed":
             scanned = store.layer_scanned(self.db, layer.digest)
-            if self.scan_max_size is None or (scanned is not None and scanned >= self.scan_max_size):
+            if self.scan is not True or (scanned is not None and scanned >= self.scan_max_size):
                 self.summary.layers_reused += 1
                 self._jobs[layer.digest] = None  # seen: counts as reused next time too
                 return
@@ -476,15 +485,19 @@ def index_images(
     jobs: int = 2,
     page_size: int | None = None,
     progress: Progress | None = None,
-    scan: bool = False,
+    scan: bool | None = None,
     scan_max_size: int = secretscan.DEFAULT_MAX_SIZE,
     keep_values: bool = False,
 ) -> IndexSummary:
     """Index images by reference. Errors on one image are recorded in the
-    summary and the others go on; the summary says what happened. With
-    ``scan``, file contents up to ``scan_max_size`` bytes, config Env/Labels
-    and build steps are scanned for secrets (layerslayer.secretscan); the
-    values found are stored only with ``keep_values``."""
+    summary and the others go on; the summary says what happened.
+
+    File contents up to ``scan_max_size`` bytes, config Env/Labels and build
+    steps are scanned for secrets (layerslayer.secretscan) as layers stream:
+    by default (``scan=None``) the layers that are streamed anyway;
+    ``scan=True`` also streams lazy-pull layers (listed from their TOC
+    otherwise) and layers indexed earlier without scanning; ``scan=False``
+    scans nothing. The values found are stored only with ``keep_values``."""
     started = time.monotonic()
     indexer = Indexer(db_path, options=options, platform=platform, all_platforms=all_platforms, jobs=jobs,
                       progress=progress, scan=scan, scan_max_size=scan_max_size, keep_values=keep_values)
@@ -495,8 +508,9 @@ def index_images(
             for target in targets:
                 _guarded(indexer, target, lambda: indexer.add_reference(target))
         indexer.run_layers()
-        if scan:
-            indexer.summary.findings = store.count_findings(indexer.db, indexer.platform_ids)
+        if indexer.scanner is not None:
+            found = store.count_findings(indexer.db, indexer.platform_ids)
+            indexer.summary.findings = found if (found or scan) else None
         indexer.summary.bytes_downloaded = indexer.bytes_downloaded()
         indexer.summary.seconds = time.monotonic() - started
         return indexer.summary

@@ -127,6 +127,17 @@ _ANCHORS: list[tuple[bytes, bool, tuple[str, ...]]] = [
 ]
 
 
+def fast_prefilter() -> bool:
+    """Whether hyperscan is there: without it the prefilter runs through
+    ``re`` (~8 MB/s), too slow to scan by default (``index`` then scans only
+    when ``--scan`` asks)."""
+    try:
+        import hyperscan  # noqa: F401
+    except ImportError:  # pragma: no cover
+        return False
+    return True
+
+
 class _Prefilter:
     "Offsets (end of match) of every anchor in a buffer, with the groups it wakes."
 

@@ -97,6 +97,24 @@ def test_lazy_layers_are_streamed_when_scanning(scanned, corpus_image):
     assert {r[0] for r in rows(db, "SELECT scanned FROM layers")} == {1 << 20}
 
 
+def test_scanning_is_the_default_for_streamed_layers(corpus_image, tmp_path):
+    "Without --scan, streamed layers are scanned; lazy-pull ones are listed from their TOC and not scanned."
+    db = tmp_path / "default.db"
+    result = run("index", db, corpus_image.ref)
+    assert result.exit_code == 0, result.output
+    listed = dict(rows(db, "SELECT digest, listed_via || ' ' || ifnull(scanned, '-') FROM layers"))
+    assert [listed[lay.digest] for lay in corpus_image.layers] == [
+        "stream 1048576", "stream 1048576", "estargz-toc -", "zstd-chunked-toc -"]
+    files = {(r["location"], r["detector"]) for r in where(db) if r["source"] == "file"}
+    assert set(corpus.PLANTED_FILES) <= files and (ESTARGZ_ENV, "github-token") not in files
+    none = tmp_path / "none.db"
+    assert run("index", none, corpus_image.ref, "--no-scan").exit_code == 0
+    assert rows(none, "SELECT count(*) FROM findings") == [(0,)]
+    assert rows(none, "SELECT count(*) FROM layers WHERE scanned IS NOT NULL") == [(0,)]
+    bad = run("index", none, corpus_image.ref, "--no-scan", "--keep-values")
+    assert bad.exit_code == 2 and "exclude each other" in bad.output
+
+
 def test_values_are_not_stored_unless_asked(scanned, corpus_image, tmp_path):
     db, _ = scanned
     assert rows(db, "SELECT count(*) FROM findings WHERE value IS NOT NULL") == [(0,)]
@@ -134,10 +152,13 @@ def test_one_row_per_secret_with_counts(registry, corpus_image, tmp_path):
 def test_scanning_an_index_made_without_scan(corpus_image, tmp_path):
     "Layers indexed without --scan are streamed once more and scanned; their entries stay as they were."
     db = tmp_path / "later.db"
-    assert run("index", db, corpus_image.ref).exit_code == 0
+    assert run("index", db, corpus_image.ref, "--no-scan").exit_code == 0
     entries = rows(db, "SELECT layer_id, position, path_id FROM entries ORDER BY 1, 2")
     assert rows(db, "SELECT count(*) FROM findings") == [(0,)]
     assert run("secrets", db).exit_code == 1
+    default = run("index", db, corpus_image.ref)  # the default scans what it streams: here nothing
+    assert "0 B of layers downloaded" in default.output
+    assert {r["source"] for r in where(db)} == {"env", "label", "history"}
     result = run("index", db, corpus_image.ref, "--scan")
     assert result.exit_code == 0, result.output
     assert rows(db, "SELECT layer_id, position, path_id FROM entries ORDER BY 1, 2") == entries
