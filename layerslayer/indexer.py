@@ -209,14 +209,25 @@ def index_layer(
             for _ in scanned_entries(reader, scanner, lambda position, fs: found.extend((position, f) for f in fs)):
                 pass
             finish()
+            _report_truncated(scanner, job, progress)
             store.replace_layer_findings(db, job.digest, found, scanned=job.scan_max_size, keep_values=job.keep_values)
             return 0, blob.size
         with store.LayerWriter(db, job.digest, scanned=job.scan_max_size, keep_values=job.keep_values) as writer:
             writer.add_many(counted(scanned_entries(reader, scanner, writer.add_findings)))
             bytes_read = finish()
+            _report_truncated(scanner, job, progress)
             return writer.commit(bytes_read=bytes_read), blob.size
     finally:
         db.close()
+
+
+def _report_truncated(scanner: "secretscan.Scanner", job: LayerJob, progress: Progress) -> None:
+    if scanner.truncated:
+        progress.message(
+            f"layer {job.digest}: secret scanning stopped short (more than {secretscan.MAX_HITS_PER_FILE:,} "
+            f"candidates in a file, {secretscan.MAX_FINDINGS_PER_FILE} findings in a file or "
+            f"{secretscan.MAX_LINES:,} lines in the layer); what was found is kept"
+        )
 
 
 def scanned_entries(reader: tarstream.TarReader, scanner: "secretscan.Scanner",

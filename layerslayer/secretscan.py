@@ -40,6 +40,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Iterable
@@ -56,6 +57,14 @@ LINE_WINDOW = 2048
 KEYWORD_WINDOW = (128, 512)
 #: A PEM/PGP block is looked for up to this far after its BEGIN line.
 MAX_KEY_BLOCK = 64 << 10
+# Hostile input (a file of a million "password=" lines): bounds on the work and memory one file
+# and one Scanner (one layer) may cost; past them the rest is not scanned and ``truncated`` says so.
+#: Anchors looked at in one file.
+MAX_HITS_PER_FILE = 10_000
+#: Findings kept from one file.
+MAX_FINDINGS_PER_FILE = 100
+#: Lines handed to the detectors by one Scanner (one layer); ~120 us each at worst.
+MAX_LINES = 200_000
 
 #: Detector names, as stored in ``findings.detector`` (README lists them).
 DETECTORS = (
@@ -156,6 +165,7 @@ class _Prefilter:
                 flags=[hyperscan.HS_FLAG_CASELESS if caseless else 0 for _, caseless, _ in _ANCHORS],
             )
             self._hs = db
+            self._terminated = hyperscan.ScanTerminated
             self._scratch = hyperscan.Scratch(db)
             db.scratch = self._scratch
         else:
@@ -170,14 +180,17 @@ class _Prefilter:
 
             def on_match(anchor, start, end, flags, context):
                 append((end, anchor))
-                return len(found) > 100_000  # a pathological file: stop (what was found is scanned)
+                return len(found) >= MAX_HITS_PER_FILE  # True stops the scan
 
-            self._hs.scan(data, match_event_handler=on_match, scratch=self._scratch)
+            try:
+                self._hs.scan(data, match_event_handler=on_match, scratch=self._scratch)
+            except self._terminated:
+                pass  # MAX_HITS_PER_FILE reached: what was found is scanned
         else:
             for anchor, regex in enumerate(self._res):
-                found.extend((m.end(), anchor) for m in regex.finditer(data))
+                found.extend(itertools.islice(((m.end(), anchor) for m in regex.finditer(data)), MAX_HITS_PER_FILE))
         found.sort()
-        return found
+        return found[:MAX_HITS_PER_FILE]
 
 
 # --- detectors on one line ---------------------------------------------------
@@ -349,6 +362,8 @@ class Scanner:
         self.max_size = max_size
         self._prefilter = _Prefilter()
         self._plugins = _Plugins()
+        self.lines = 0  # lines handed to the detectors so far
+        self.truncated = False  # a bound above was reached: some content was not scanned
 
     def wants(self, size: int) -> bool:
         "Whether a regular file of ``size`` bytes is read for scanning."
@@ -358,11 +373,13 @@ class Scanner:
 
     def scan_file(self, path: str, data: bytes) -> list[Finding]:
         "Findings in a file's content (empty for binary files)."
-        if not looks_like_text(data):
+        if not looks_like_text(data) or self.lines >= MAX_LINES:
             return []
         hits = self._prefilter.hits(data)
         if not hits:
             return []
+        if len(hits) >= MAX_HITS_PER_FILE:
+            self.truncated = True
         groups_of = self._prefilter.groups
         template = is_template(path)
         found: list[Finding] = []
@@ -380,6 +397,10 @@ class Scanner:
             if not new:
                 continue
             wanted.update(new)
+            self.lines += 1
+            if self.lines > MAX_LINES or len(found) >= MAX_FINDINGS_PER_FILE:
+                self.truncated = True
+                break
             if "pem" in new:
                 if start > pem_done_until:
                     key = self._pem(data, start, offset)

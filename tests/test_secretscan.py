@@ -302,3 +302,38 @@ def test_browse_canned_queries_over_findings(scanned, registry, tmp_path):
     assert asyncio.run(query("same_secret_in_several_images")) == []  # one image here
     findings = asyncio.run(query("findings"))
     assert findings and all(r["value"] is None for r in findings)
+
+
+def test_secrets_never_loads_the_http_stack(scanned):
+    "Like find, ls and images: reading findings needs neither requests nor the detectors."
+    import subprocess
+    import sys
+
+    db, _ = scanned
+    code = (
+        "import sys\nfrom layerslayer.cli import cli\n"
+        f"for args in (['secrets', {str(db)!r}, '--where'], ['find', {str(db)!r}, '--with-secrets']):\n"
+        "    try:\n        cli.main(args, standalone_mode=False)\n    except SystemExit:\n        pass\n"
+        "print('LOADED', sorted(m for m in ('requests', 'urllib3', 'detect_secrets', 'hyperscan') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+    assert out.splitlines()[-1] == "LOADED []"
+
+
+def test_hostile_content_is_bounded(registry, tmp_path):
+    "A file of endless password lines costs bounded work and memory; the layer still indexes, with a message."
+    from layerslayer import secretscan
+
+    lines = b"".join(b'db_password = "Pw-%08dxyz"\n' % i for i in range(30_000))  # 0.9 MB: under the cap
+    scanner = secretscan.Scanner()
+    found = scanner.scan_file("app/conf.py", lines)
+    assert 0 < len(found) <= secretscan.MAX_FINDINGS_PER_FILE and scanner.truncated
+    anchors = secretscan.Scanner()
+    assert len(anchors.scan_file("app/x.env", (b"password=" * 120_000)[: 1 << 20])) <= 1 and anchors.truncated
+    image = push_image(registry, "secrets/hostile:1", [layer({"app/conf.py": lines, "app/ok.env": b"DB_PASSWORD=Pw-7seven7\n"})])
+    db = tmp_path / "hostile.db"
+    result = run("index", db, image.ref)
+    assert result.exit_code == 0 and "secret scanning stopped short" in result.output
+    assert rows(db, "SELECT count(*) FROM entries") == [(2,)]
+    files = {r["location"] for r in where(db)}
+    assert files == {"app/conf.py", "app/ok.env"}
