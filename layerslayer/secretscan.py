@@ -42,6 +42,7 @@ import binascii
 import hashlib
 import itertools
 import re
+import threading
 from dataclasses import dataclass
 from typing import Iterable
 
@@ -147,27 +148,41 @@ def fast_prefilter() -> bool:
     return True
 
 
+_COMPILED: list = []
+_COMPILE_LOCK = threading.Lock()
+
+
+def _compiled():
+    """(hyperscan module, database of the anchors), compiled once per process
+    (it takes ~0.25 s; a Scanner is made per layer); (None, None) without hyperscan."""
+    with _COMPILE_LOCK:
+        if not _COMPILED:
+            try:
+                import hyperscan
+            except ImportError:  # pragma: no cover - hyperscan ships wheels for our platforms
+                _COMPILED.append((None, None))
+            else:
+                db = hyperscan.Database()
+                db.compile(
+                    expressions=[p for p, _, _ in _ANCHORS],
+                    ids=list(range(len(_ANCHORS))),
+                    elements=len(_ANCHORS),
+                    flags=[hyperscan.HS_FLAG_CASELESS if caseless else 0 for _, caseless, _ in _ANCHORS],
+                )
+                _COMPILED.append((hyperscan, db))
+        return _COMPILED[0]
+
+
 class _Prefilter:
     "Offsets (end of match) of every anchor in a buffer, with the groups it wakes."
 
     def __init__(self):
-        try:
-            import hyperscan
-        except ImportError:  # pragma: no cover - hyperscan ships wheels for our platforms
-            hyperscan = None
+        hyperscan, db = _compiled()
         self.groups = [groups for _, _, groups in _ANCHORS]
         if hyperscan is not None:
-            db = hyperscan.Database()
-            db.compile(
-                expressions=[p for p, _, _ in _ANCHORS],
-                ids=list(range(len(_ANCHORS))),
-                elements=len(_ANCHORS),
-                flags=[hyperscan.HS_FLAG_CASELESS if caseless else 0 for _, caseless, _ in _ANCHORS],
-            )
             self._hs = db
             self._terminated = hyperscan.ScanTerminated
-            self._scratch = hyperscan.Scratch(db)
-            db.scratch = self._scratch
+            self._scratch = hyperscan.Scratch(db)  # per Scanner: a scratch serves one thread at a time
         else:
             self._hs = None
             self._res = [re.compile(p, re.IGNORECASE if c else 0) for p, c, _ in _ANCHORS]
