@@ -901,7 +901,7 @@ def secrets(db, images, detectors, state, where, fmt):
         layerslayer secrets images.db --ghost --where
         layerslayer secrets images.db --detector private-key --image app:1.0 --json
     """
-    from .findings import list_secrets
+    from .findings import list_secrets, scanned_anything
     from .query import printable
     from .secretscan import DETECTORS
 
@@ -911,6 +911,8 @@ def secrets(db, images, detectors, state, where, fmt):
     database = _open_index(db)
     try:
         found = list_secrets(database, images=images, detectors=detectors, state=state, where=where)
+        if not found and not scanned_anything(database):
+            click.echo(f"note: nothing in {_shown(str(db))} was scanned for secrets (index it again with --scan)", err=True)
     finally:
         database.close()
     if where:

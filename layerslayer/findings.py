@@ -16,7 +16,7 @@ from typing import Sequence
 
 from .errors import UsageError
 
-__all__ = ["Location", "Secret", "list_secrets", "STATES"]
+__all__ = ["Location", "Secret", "list_secrets", "scanned_anything", "STATES"]
 
 #: What ``--ghost`` / ``--visible`` select (a secret's ``state``).
 STATES = ("visible", "ghost", "hidden")
@@ -113,3 +113,10 @@ def list_secrets(db, *, images: Sequence[str] = (), detectors: Sequence[str] = (
         out.append(secret)
     out.sort(key=lambda s: (-s.images, -s.layers, s.detector, s.first_image, s.first_location))
     return out
+
+
+def scanned_anything(db) -> bool:
+    "Whether any layer or config of the index was scanned (an empty answer then means: no secrets)."
+    return bool(db.execute(
+        "SELECT EXISTS (SELECT 1 FROM layers WHERE scanned IS NOT NULL) OR EXISTS (SELECT 1 FROM findings)"
+    ).fetchone()[0])
