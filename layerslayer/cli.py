@@ -196,17 +196,28 @@ def _interactive_flow(target, platform, peek_all, save_all, log_file, db_path, o
 @click.argument("reference")
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to show (default: this machine's, else the first).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--raw", type=click.Choice(["manifest", "config", "index"]),
+              help="Print the exact bytes the registry served for the platform's manifest, its config, or the index.")
 @registry_options
-def inspect(reference: str, platform: str | None, as_json: bool, client_options: ClientOptions):
-    """Show an image's platforms, layers and build steps.
+def inspect(reference: str, platform: str | None, as_json: bool, raw: str | None, client_options: ClientOptions):
+    """Show an image's platforms, config (user, entrypoint, env, labels,
+    ports), layers and build steps.
 
     \b
-    Example:
+    Examples:
         layerslayer inspect alpine:3.20 --platform linux/arm64/v8
+        layerslayer inspect alpine:3.20 --raw config | jq .config.Env
     """
     from .image import inspect_image
 
+    if raw and as_json:
+        raise click.UsageError("--raw and --json are mutually exclusive")
     report = inspect_image(reference, platform=platform, options=client_options)
+    if raw:
+        sys.stdout.flush()
+        sys.stdout.buffer.write(report.raw(raw))
+        sys.stdout.buffer.flush()
+        return
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2))
     else:
@@ -327,9 +338,17 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
                    "`extract --db` read one file with one small Range request (0: no checkpoints).")
 @click.option("--upgrade", is_flag=True,
               help="Bring DB (made by an older layerslayer) up to this version's schema; index REFERENCES, if any, too.")
+@click.option("--scan/--no-scan", default=None,
+              help="Secrets by content (see `layerslayer secrets`). Default: file contents of the layers streamed, "
+                   "config Env/Labels and build steps are scanned. --scan also streams lazy-pull layers (listed from "
+                   "their TOC otherwise) and layers indexed before without scanning; --no-scan scans nothing.")
+@click.option("--scan-max-size", metavar="SIZE", default="1MiB", show_default=True,
+              help="With --scan: largest file scanned (bytes, or with K/M/KiB/MiB).")
+@click.option("--keep-values", is_flag=True,
+              help="With --scan: store the secret values found, not only fingerprints and redacted previews.")
 @registry_options
 def index(db, references, platform, all_platforms, all_tags, catalog, limit, page_size, jobs, quiet, span, upgrade,
-          client_options):
+          scan, scan_max_size, keep_values, client_options):
     """Index layer file listings of images into the SQLite database DB.
 
     Layers are streamed from the registry and only their tar headers kept;
@@ -356,6 +375,14 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
     span_bytes = _span(span)
     if limit and not catalog:
         raise click.UsageError("--limit goes with --catalog")
+    from .secretscan import parse_size
+
+    try:
+        max_size = parse_size(scan_max_size)
+    except ValueError as error:
+        raise click.UsageError(f"--scan-max-size: {error}") from None
+    if keep_values and scan is False:
+        raise click.UsageError("--keep-values and --no-scan exclude each other")
     if catalog:
         refs = []
         for registry in references:
@@ -369,6 +396,7 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
         summary = index_images(
             db, refs, options=client_options, platform=platform, all_platforms=all_platforms,
             all_tags=all_tags, jobs=jobs, page_size=page_size, progress=progress, span=span_bytes,
+            scan=scan, scan_max_size=max_size, keep_values=keep_values,
         )
     except Interrupted as interrupted:
         progress.stop()
@@ -964,13 +992,17 @@ def format_options(fn):
 @click.option("--layer", metavar="DIGEST", help="Only this layer (a unique digest prefix will do).")
 @click.option("--deleted", is_flag=True, help="Only entries a later layer deleted (whiteout or opaque directory): still in their blob.")
 @click.option("--visible", is_flag=True, help="Only entries present in the image's final filesystem.")
+@click.option("--exclude", "excludes", multiple=True, metavar="GLOB",
+              help="Leave out paths this pattern matches (same rules as PATTERN). Repeatable.")
+@click.option("--with-secrets", is_flag=True,
+              help="Only files in which `index --scan` found secrets (PATTERN optional; see `layerslayer secrets`).")
 @click.option("--limit", type=click.IntRange(min=1), metavar="N", help="Print at most N rows.")
 @click.option("--count", "count_only", is_flag=True, help="Print the number of matching rows only.")
 @format_options
 @click.option("--explain", is_flag=True, hidden=True, help="Show how each pattern is looked up (on stderr).")
 @debug_option
 def find(db, patterns, ignore_case, presets, images, platform, types, min_size, max_size, layer, deleted, visible,
-         limit, count_only, fmt, explain):
+         excludes, with_secrets, limit, count_only, fmt, explain):
     """Find files by glob across every image of index DB.
 
     One row per matching entry and image platform holding its layer; a
@@ -986,19 +1018,21 @@ def find(db, patterns, ignore_case, presets, images, platform, types, min_size, 
     Examples:
         layerslayer find images.db '*.pem' id_rsa
         layerslayer find images.db --preset secrets --deleted
+        layerslayer find images.db '*.pem' --exclude '/usr/share/*'
+        layerslayer find images.db --with-secrets --deleted
         layerslayer find images.db '/etc/ssh/*' --image nginx:latest --type f
         layerslayer find images.db '*.so*' --min-size 10M --json
     """
     from .query import FindQuery
 
-    if not patterns and not presets:
+    if not patterns and not presets and not with_secrets:
         raise click.UsageError("give at least one PATTERN or --preset NAME (--list-presets shows them)")
     database = _open_index(db)
     try:
         query = FindQuery(
             database, patterns, ignore_case=ignore_case, presets=presets, images=images, platform=platform,
             types=types, min_size=min_size, max_size=max_size, layer=layer, deleted=deleted, visible=visible,
-            limit=limit,
+            limit=limit, exclude=excludes, with_secrets=with_secrets,
         )
         if explain:
             for line in query.explain():
@@ -1028,6 +1062,91 @@ def _missing_layers_note(missing: dict[str, int]) -> str:
     hint = "; `layerslayer index` on the same images retries them" if set(missing) - {"foreign"} else ""
     return (f"Note: {total} layer{'s' if total != 1 else ''} of these images {'are' if total != 1 else 'is'} "
             f"missing from the answer ({parts}){hint}")
+
+
+@cli.command()
+@db_argument
+@click.option("--image", "images", multiple=True, metavar="REF",
+              help="Only secrets this image holds (reference, repository or digest, as for find). Repeatable.")
+@click.option("--detector", "detectors", multiple=True, metavar="NAME",
+              help="Only this detector (private-key, aws-access-key-id, password-assignment...). Repeatable.")
+@click.option("--ghost", "state", flag_value="ghost", help="Only secrets that are only in files a later layer deleted.")
+@click.option("--visible", "state", flag_value="visible",
+              help="Only secrets visible in some image's final filesystem, config or build steps.")
+@click.option("--where", is_flag=True, help="One row per place each secret was found (image, layer, path, line).")
+@format_options
+@debug_option
+def secrets(db, images, detectors, state, where, fmt):
+    """List the secrets found by `index --scan` in index DB.
+
+    One row per distinct secret (fingerprint: the same key in many images is
+    one row) with its detector, how many images and layers hold it, its state
+    (visible; ghost: only in files a later layer deleted; hidden: only in
+    files a later layer overwrote) and where it was first seen. Values are
+    shown redacted; they are in the index only if it was built with
+    --keep-values (then --json/--nl/--csv include them).
+
+    \b
+    Examples:
+        layerslayer secrets images.db
+        layerslayer secrets images.db --ghost --where
+        layerslayer secrets images.db --detector private-key --image app:1.0 --json
+    """
+    from .findings import list_secrets, scanned_anything
+    from .secretscan import DETECTORS
+
+    unknown = [d for d in detectors if d not in DETECTORS]
+    if unknown:
+        raise click.UsageError(f"unknown detector {unknown[0]!r} (detectors: {', '.join(DETECTORS)})")
+    database = _open_index(db)
+    try:
+        found = list_secrets(database, images=images, detectors=detectors, state=state, where=where)
+        if not found and not scanned_anything(database):
+            click.echo(f"note: nothing in {printable(str(db))} was scanned for secrets (index it again with --scan)", err=True)
+    finally:
+        database.close()
+    if where:
+        records = [
+            {"fingerprint": s.fingerprint, "detector": s.detector, "preview": s.preview, **loc.as_dict(),
+             **({"value": s.value} if s.value is not None else {})}
+            for s in found for loc in s.locations
+        ]
+    else:
+        records = [{k: v for k, v in s.as_dict().items() if k != "value" or v is not None} for s in found]
+    if fmt == "json":
+        click.echo(json.dumps(records, indent=2))
+    elif fmt == "nl":
+        for record in records:
+            click.echo(json.dumps(record))
+    elif fmt == "csv":
+        import csv
+        import io
+
+        out = io.StringIO()
+        fields = list(dict.fromkeys(k for record in records for k in record))
+        writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(records)
+        click.echo(out.getvalue(), nl=False)
+    elif where and records:
+        _echo_table(
+            ["IMAGE", "PLATFORM", "LAYER", "STATE", "DETECTOR", "PREVIEW", "WHERE"],
+            [[printable(r["image"]), printable(r["platform"]) if r["platform"] else "-", "-" if r["layer_position"] is None else str(r["layer_position"]),
+              r["state"], r["detector"], printable(r["preview"]),
+              printable(r["location"] if r["source"] == "file" else f"{r['source']} {r['location']}")
+              + (f":{r['line']}" if r["line"] else "")]
+             for r in records],
+        )
+    elif records:
+        _echo_table(
+            ["DETECTOR", "IMAGES", "LAYERS", "STATE", "PREVIEW", "FIRST SEEN"],
+            [[s.detector, str(s.images), str(s.layers), s.state, printable(s.preview),
+              f"{printable(s.first_image)} {printable(s.first_location)}"] for s in found],
+        )
+    sys.exit(0 if records else 1)
+
+
+secrets.help += _FIND_EXIT_STATUS
 
 
 @cli.command(name="ls")

@@ -590,8 +590,62 @@ def _canned_query_definitions() -> dict:
             "hide_sql": True,
         },
     }
+    queries.update(_SECRET_QUERIES)
     queries["secrets"]["sql"] = secrets_sql(preset_patterns("secrets"))
     return queries
+
+
+# Canned queries over the findings of `index --scan` (finding_locations starts from the findings: fast).
+_SECRET_COLUMNS = """
+    l.image, l.platform, l.state, l.detector, l.preview, l.source,
+    CASE WHEN l.source = 'file' THEN l.location || ifnull(':' || l.line, '') ELSE l.source || ' ' || l.location END
+        AS location,
+    l.layer_position, l.layer_digest, l.fingerprint"""
+_SECRET_QUERIES = {
+    "secrets_by_image": {
+        "title": "Secrets found in file contents, config and build steps, by image",
+        "description_html": (
+            "Every secret <code>layerslayer index --scan</code> found, image by image: the detector, "
+            "a redacted preview and where (a file and line, an Env variable, a label, a build step). "
+            "<em>state</em>: <code>visible</code> in the final filesystem, <code>deleted</code> by a later "
+            "layer (still in the blob), <code>overwritten</code>, or <code>config</code>. The same as "
+            "<code>layerslayer secrets DB --where</code>."
+        ),
+        "sql": f"SELECT{_SECRET_COLUMNS}\nFROM finding_locations l\nWHERE (:image = '' OR instr(l.image, :image) > 0)\n"
+               "ORDER BY l.image, l.platform, l.source != 'file', l.layer_position, l.location, l.line",
+        "params": ["image"],
+        "hide_sql": True,
+    },
+    "secrets_only_in_deleted_files": {
+        "title": "Secrets only in deleted files",
+        "description_html": (
+            "Secrets that no image shows any more: every copy is in a file a later layer deleted, "
+            "so only the earlier layer's blob holds it (<code>layerslayer secrets DB --ghost --where</code>). "
+            "Fetch the file with <code>layerslayer extract REF PATH --layer N</code>."
+        ),
+        "sql": f"SELECT{_SECRET_COLUMNS}\nFROM finding_locations l\n"
+               "WHERE l.fingerprint NOT IN (SELECT fingerprint FROM finding_locations WHERE state IN ('visible', 'config'))\n"
+               "  AND l.fingerprint IN (SELECT fingerprint FROM finding_locations WHERE state = 'deleted')\n"
+               "  AND (:image = '' OR instr(l.image, :image) > 0)\n"
+               "ORDER BY l.image, l.platform, l.layer_position, l.location",
+        "params": ["image"],
+        "hide_sql": True,
+    },
+    "same_secret_in_several_images": {
+        "title": "The same secret in several images",
+        "description_html": (
+            "Secrets (by fingerprint: a hash of the value) held by more than one image, most widespread "
+            "first: a key baked into a base image, or copied from project to project."
+        ),
+        "sql": "SELECT l.fingerprint, min(l.detector) AS detector, min(l.preview) AS preview,\n"
+               "    count(DISTINCT l.image_id) AS images, count(DISTINCT l.layer_digest) AS layers,\n"
+               "    group_concat(DISTINCT l.image) AS image_list\n"
+               "FROM finding_locations l\nGROUP BY l.fingerprint\nHAVING count(DISTINCT l.image_id) > 1\n"
+               "ORDER BY images DESC, layers DESC, detector",
+        "params": [],
+        "hide_sql": True,
+    },
+}
 
 
 @hookimpl
@@ -728,6 +782,7 @@ def database_metadata() -> dict:
                 "error": "Why indexing failed.",
                 "indexed_at": "When it was indexed (UTC).",
                 "note": "Something unusual but no error, e.g. pax global headers (applied to no entry, as the runtime does).",
+                "scanned": "Size cap its files were scanned for secrets with (index --scan); empty: not scanned.",
             },
         },
         "layer_sources": {
@@ -844,6 +899,78 @@ def database_metadata() -> dict:
                 "lo": "Lower bound of the deleted paths (for an index range scan).",
                 "hi": "Upper bound of the deleted paths (exclusive).",
             },
+        },
+        "findings": {
+            "description": "Secrets found by index --scan: in a file of a layer (layer_id, position, line) or in a "
+                           "platform's config Env, Labels or build steps. Values only with --keep-values.",
+            "facets": ["detector", "source"],
+            "columns": {
+                "id": "Finding id.",
+                "layer_id": "The layer whose file holds it (file findings).",
+                "position": "The entry's position in that layer's tar.",
+                "platform_id": "The platform whose config or build steps hold it (config findings).",
+                "source": "file, env, label or history.",
+                "location": "Env variable or label name, or the build step's position (config findings).",
+                "line": "Line in the file (1-based).",
+                "detector": "What found it: private-key, aws-access-key-id, github-token, password-assignment...",
+                "fingerprint": "SHA-256 of the value (32 hex digits): the same secret everywhere.",
+                "preview": "First and last few characters of the value.",
+                "value": "The value itself, only in an index built with --keep-values.",
+            },
+        },
+        "finding_locations": {
+            "description": "Each finding in each image platform that holds it, with its state: visible, deleted "
+                           "(a ghost: gone from the container, still in the blob), overwritten, or config.",
+            "facets": ["image", "detector", "state", "source"],
+            "columns": {
+                "finding_id": "The finding (findings.id).",
+                "image_id": "The image (images.id).",
+                "image": "Image reference.",
+                "platform_id": "The platform (platforms.id).",
+                "platform": "os/architecture[/variant].",
+                "source": "file, env, label or history.",
+                "layer_position": "Position of the layer in the image (file findings).",
+                "layer_digest": "Digest of the layer blob (file findings).",
+                "location": "Path of the file, Env variable or label name, or build step position.",
+                "line": "Line in the file.",
+                "detector": "What found it.",
+                "fingerprint": "SHA-256 of the value (32 hex digits).",
+                "preview": "First and last few characters of the value.",
+                "value": "The value, only with --keep-values.",
+                "state": "visible, deleted, overwritten or config.",
+            },
+        },
+        "config": {
+            "description": "Each platform's runtime config: user, working directory, entrypoint and command.",
+            "columns": {
+                "platform_id": "The platform (platforms.id).",
+                "user": "User (config.User).",
+                "working_dir": "WorkingDir.",
+                "cmd": "Cmd, as a JSON array.",
+                "entrypoint": "Entrypoint, as a JSON array.",
+                "stop_signal": "StopSignal.",
+            },
+        },
+        "config_env": {
+            "description": "Each platform's Env, in order (values index --scan found secrets in are masked "
+                           "unless --keep-values).",
+            "facets": ["name"],
+            "columns": {
+                "platform_id": "The platform (platforms.id).",
+                "position": "Order in Env.",
+                "name": "Variable name.",
+                "value": "Its value.",
+            },
+        },
+        "config_labels": {
+            "description": "Each platform's Labels.",
+            "facets": ["name"],
+            "columns": {"platform_id": "The platform (platforms.id).", "name": "Label key.", "value": "Label value."},
+        },
+        "config_ports": {
+            "description": "Each platform's ExposedPorts.",
+            "facets": ["port"],
+            "columns": {"platform_id": "The platform (platforms.id).", "port": "Port and protocol, e.g. 8080/tcp."},
         },
         "paths_fts": {"hidden": True},
         MIGRATIONS_TABLE: {"hidden": True},

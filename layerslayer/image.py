@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from .display import human_size, printable
@@ -117,10 +118,21 @@ class PlatformImage:
     config: dict
     layers: list[LayerInfo]
     history: list[HistoryStep]
+    manifest_body: bytes = field(default=b"", repr=False)  # the exact bytes served (inspect --raw)
+    config_body: bytes = field(default=b"", repr=False)
 
     @property
     def created(self) -> str | None:
         return self.config.get("created")
+
+    def runtime_config(self) -> dict:
+        """The config's runtime settings (``config.config``): User, WorkingDir,
+        Entrypoint, Cmd, Env, Labels, ExposedPorts, as found (absent ones left out)."""
+        inner = self.config.get("config")
+        if not isinstance(inner, dict):
+            return {}
+        keys = ("User", "WorkingDir", "Entrypoint", "Cmd", "Env", "Labels", "ExposedPorts", "StopSignal")
+        return {key: inner[key] for key in keys if inner.get(key) not in (None, "", [], {})}
 
 
 # Manifests come from registries we do not control: every field read below is
@@ -324,6 +336,8 @@ def load_platform(client: RegistryClient, resolved: ResolvedImage, platform: Pla
         config=config,
         layers=layers,
         history=align_history(config, len(layers)),
+        manifest_body=manifest.body,
+        config_body=config_bytes,
     )
 
 
@@ -359,9 +373,22 @@ class InspectReport:
             "manifest_digest": image.manifest_digest,
             "config_digest": image.config_digest,
             "created": image.created,
+            "config": image.runtime_config(),
             "layers": [layer.as_dict() for layer in image.layers],
             "history": [step.as_dict() for step in image.history],
         }
+
+    def raw(self, what: str) -> bytes:
+        "The exact bytes the registry served for the ``manifest``, ``config`` or ``index``."
+        if what == "index":
+            if not self.resolved.is_index:
+                raise UsageError(f"{self.resolved.reference.short} is a single-platform image: it has no index (try --raw manifest)")
+            return self.resolved.manifest.body
+        if what == "manifest":
+            return self.image.manifest_body
+        if what == "config":
+            return self.image.config_body
+        raise UsageError(f"--raw takes manifest, config or index, not {what!r}")
 
     def as_text(self) -> str:
         resolved, image = self.resolved, self.image
@@ -384,6 +411,7 @@ class InspectReport:
         ]
         if image.created:
             lines.append(f"Created:    {image.created}")
+        lines += _config_lines(image.runtime_config())
         total = sum(layer.size for layer in image.layers)
         lines.append(f"Layers ({len(image.layers)}, {human_size(total)}):")
         for layer in image.layers:
@@ -395,6 +423,32 @@ class InspectReport:
             created_by = " ".join(step.created_by.split())
             lines.append(f"  [{step.index}] ({where}) {created_by}")
         return "\n".join(printable(line) for line in lines)
+
+
+def _config_lines(runtime: dict) -> list[str]:
+    "The runtime config for `inspect`, every value escaped (configs are untrusted text)."
+    from .query import printable
+
+    def text(value) -> str:
+        return printable(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
+
+    lines = []
+    for key, label in (("User", "User"), ("WorkingDir", "WorkingDir"), ("Entrypoint", "Entrypoint"), ("Cmd", "Cmd"),
+                       ("StopSignal", "StopSignal")):
+        if key in runtime:
+            lines.append(f"{label + ':':<12}{text(runtime[key])}")
+    ports = runtime.get("ExposedPorts")
+    if isinstance(ports, dict):
+        lines.append(f"{'Ports:':<12}{' '.join(printable(str(p)) for p in ports)}")
+    env = runtime.get("Env")
+    if isinstance(env, list):
+        lines.append(f"Env ({len(env)}):")
+        lines += [f"  {text(entry)}" for entry in env]
+    labels = runtime.get("Labels")
+    if isinstance(labels, dict):
+        lines.append(f"Labels ({len(labels)}):")
+        lines += [f"  {printable(str(k))}={text(v)}" for k, v in labels.items()]
+    return lines
 
 
 def inspect_image(reference: str, *, platform: str | None = None, options=None) -> InspectReport:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from . import seekable, store, tarstream, toc
+from . import secretscan, seekable, store, tarstream, toc
 from .errors import LayerslayerError, UsageError, VerificationError
 from .image import (
     LayerInfo, PlatformImage, ResolvedImage, check_single_platform, human_size, load_platform, resolve, select_platform,
@@ -44,6 +44,9 @@ class LayerJob:
     annotations: dict
     registry: str
     repository: str
+    scan_max_size: int | None = None  # scan file contents up to this size (None: no scanning)
+    keep_values: bool = False  # store the secret values found, not only fingerprints
+    scan_only: bool = False  # the layer is indexed already: only scan it
 
 
 @dataclass
@@ -56,6 +59,7 @@ class IndexSummary:
     layers_failed: int = 0
     layers_skipped: int = 0  # foreign layers: recorded, never fetched
     files: int = 0
+    findings: int | None = None  # secrets found by content scanning (None: not scanning)
     layer_bytes: int = 0  # layer blob bytes fetched (0 when every layer was already indexed)
     bytes_downloaded: int = 0  # everything: manifests, configs, tokens' bodies, layers
     seconds: float = 0.0
@@ -75,7 +79,10 @@ class IndexSummary:
         ]
         if self.layers_skipped:
             parts.append(f"{self.layers_skipped} foreign skipped")
-        parts += [f"{self.files:,} files", f"{human_size(self.layer_bytes)} of layers downloaded", f"{self.seconds:.1f}s"]
+        parts.append(f"{self.files:,} files")
+        if self.findings is not None:
+            parts.append(f"{self.findings} secret finding{'s' if self.findings != 1 else ''}")
+        parts += [f"{human_size(self.layer_bytes)} of layers downloaded", f"{self.seconds:.1f}s"]
         return "Indexed " + ", ".join(parts)
 
     def as_interrupted_line(self) -> str:
@@ -197,7 +204,8 @@ def index_layer(
     db = store.open_db(db_path)
     try:
         store.tune_for_indexing(db)
-        if toc.toc_kind(job.annotations) is not None:
+        # Scanning needs every file's bytes: a lazy-pull layer is then streamed, not listed from its TOC.
+        if toc.toc_kind(job.annotations) is not None and job.scan_max_size is None:
             try:
                 return _index_from_toc(db, client, job, progress)
             except (toc.TocError, VerificationError) as error:
@@ -238,7 +246,20 @@ def index_layer(
             progress.message(f"layer {job.digest}: {text}")
             return text
 
-        return write_listing(db, job.digest, counted(reader), finish, checkpoints=points, note=note), blob.size
+        if job.scan_max_size is None:
+            return write_listing(db, job.digest, counted(reader), finish, checkpoints=points, note=note), blob.size
+        scanner = secretscan.Scanner(job.scan_max_size)
+        if job.scan_only:
+            found: list = []
+            for _ in scanned_entries(reader, scanner, lambda position, fs: found.extend((position, f) for f in fs)):
+                pass
+            finish()
+            _report_truncated(scanner, job, progress)
+            store.replace_layer_findings(db, job.digest, found, scanned=job.scan_max_size, keep_values=job.keep_values)
+            return 0, blob.size
+        with store.LayerWriter(db, job.digest, scanned=job.scan_max_size, keep_values=job.keep_values) as writer:
+            entries_read = counted(scanned_entries(reader, scanner, writer.add_findings))
+            return _write_entries(writer, entries_read, finish, points, note, lambda: _report_truncated(scanner, job, progress)), blob.size
     finally:
         db.close()
 
@@ -275,6 +296,36 @@ def global_headers_note(reader: tarstream.TarReader) -> str:
             f"({shown}{f'; {more} more' if more else ''})")
 
 
+def _report_truncated(scanner: "secretscan.Scanner", job: LayerJob, progress: Progress) -> None:
+    if scanner.truncated:
+        progress.message(
+            f"layer {job.digest}: secret scanning stopped short (more than {secretscan.MAX_HITS_PER_FILE:,} "
+            f"candidates in a file, {secretscan.MAX_FINDINGS_PER_FILE} findings in a file or "
+            f"{secretscan.MAX_LINES:,} lines in the layer); what was found is kept"
+        )
+
+
+def scanned_entries(reader: tarstream.TarReader, scanner: "secretscan.Scanner",
+                    on_findings: Callable[[int, list], None]) -> Iterator[tarstream.Entry]:
+    """The entries of a layer; each regular file up to the scanner's size cap
+    is read while it is the current entry (the same single pass, one file in
+    memory at a time) and scanned, and ``on_findings(position, findings)``
+    hears of what it holds."""
+    wants = scanner.wants
+    scan = scanner.scan_file
+    sniff = secretscan.TEXT_SNIFF
+    is_text = secretscan.looks_like_text
+    for position, entry in enumerate(reader):
+        if entry.type == "file" and wants(entry.size):
+            data = reader.read(sniff)
+            if is_text(data):  # a binary file's rest is skipped, not copied
+                rest = reader.read()
+                findings = scan(entry.path, data + rest if rest else data)
+                if findings:
+                    on_findings(position, findings)
+        yield entry
+
+
 def write_listing(db, digest: str, entries: Iterable[tarstream.Entry], finish: Callable[[], int],
                   listed_via: str = "stream", checkpoints: list | None = None,
                   note: Callable[[], str | None] | None = None) -> int:
@@ -288,10 +339,19 @@ def write_listing(db, digest: str, entries: Iterable[tarstream.Entry], finish: C
     ``note()``, called once the entries are read, gives ``layers.note``.
     """
     with store.LayerWriter(db, digest, listed_via=listed_via) as writer:
-        writer.add_many(entries)
-        bytes_read = finish()
-        writer.checkpoints = [(p.out, p.bits, seekable.pack_window(p.window)) for p in checkpoints or ()]
-        return writer.commit(bytes_read=bytes_read, note=note() if note else None)
+        return _write_entries(writer, entries, finish, checkpoints, note)
+
+
+def _write_entries(writer: "store.LayerWriter", entries: Iterable[tarstream.Entry], finish: Callable[[], int],
+                   checkpoints: list | None, note: Callable[[], str | None] | None,
+                   after_read: Callable[[], None] | None = None) -> int:
+    "The body of :func:`write_listing` on an open writer (scanning indexers open it themselves)."
+    writer.add_many(entries)
+    bytes_read = finish()
+    if after_read:
+        after_read()
+    writer.checkpoints = [(p.out, p.bits, seekable.pack_window(p.window)) for p in checkpoints or ()]
+    return writer.commit(bytes_read=bytes_read, note=note() if note else None)
 
 
 def record_image(db, ref: Reference, resolved: ResolvedImage) -> int:
@@ -304,11 +364,27 @@ def record_image(db, ref: Reference, resolved: ResolvedImage) -> int:
     return image_id
 
 
-def record_platform(db, image_id: int, ref: Reference, image: PlatformImage) -> int:
-    """Record a platform image: its row, build steps and layer stack; return its id."""
+def record_platform(db, image_id: int, ref: Reference, image: PlatformImage,
+                    scanner: "secretscan.Scanner | None" = None, keep_values: bool = False) -> int:
+    """Record a platform image: its row, config, build steps and layer stack;
+    return its id. With a ``scanner``, its config Env, Labels and build steps
+    are scanned for secrets too, and (unless ``keep_values``) the values
+    found are stored masked by their redacted preview there as well."""
+    config, history, found = image.config, image.history, []
+    if scanner is not None:
+        found = [
+            (source, name, finding)
+            for source, name, text in secretscan.config_texts(image.config)
+            for finding in scanner.scan_text(text)
+        ]
+        if found and not keep_values:
+            config, history = secretscan.mask_config(config, history, [f for _, _, f in found])
     platform_id = store.upsert_platform(db, image_id, image.platform, image)
-    store.replace_history(db, platform_id, image.history)
+    store.replace_history(db, platform_id, history)
+    store.replace_config(db, platform_id, config)
     store.set_platform_layers(db, platform_id, image.layers, ref.registry, ref.repository)
+    if scanner is not None:
+        store.replace_platform_findings(db, platform_id, found, keep_values=keep_values)
     return platform_id
 
 
@@ -343,9 +419,22 @@ class Indexer:
         jobs: int = 2,
         progress: Progress | None = None,
         span: int = seekable.DEFAULT_SPAN,
+        scan: bool | None = None,
+        scan_max_size: int = secretscan.DEFAULT_MAX_SIZE,
+        keep_values: bool = False,
     ):
         self.db_path = Path(db_path)
         self.span = span
+        # scan: True scans every layer (a lazy-pull one is then streamed, and a layer indexed
+        # earlier without scanning is streamed once more); None (the default) scans what is
+        # streamed anyway; False nothing.
+        if scan is None and not secretscan.fast_prefilter():
+            scan = False
+        self.scan = scan
+        self.scan_max_size = scan_max_size if scan is not False else None
+        self.keep_values = keep_values
+        self.scanner = secretscan.Scanner(scan_max_size) if scan is not False else None
+        self.platform_ids: list[int] = []
         self.options = options or ClientOptions()
         self.platform = platform
         self.all_platforms = all_platforms
@@ -385,7 +474,7 @@ class Indexer:
         self._recorded.add(ref.short)
         self.summary.images += 1
         for image in images:
-            record_platform(self.db, image_id, ref, image)
+            self.platform_ids.append(record_platform(self.db, image_id, ref, image, self.scanner, self.keep_values))
             self.summary.platforms += 1
             for layer in image.layers:
                 self._layers_of.setdefault(ref.short, set()).add(layer.digest)
@@ -398,11 +487,19 @@ class Indexer:
         if layer.digest in self._jobs:
             self.summary.layers_reused += 1
             return
+        scan_max_size = self.scan_max_size
+        if self.scan is None and toc.toc_kind(layer.annotations) is not None:
+            scan_max_size = None  # by default a lazy-pull layer is listed from its TOC, not streamed to be scanned
+        job = LayerJob(layer.digest, layer.media_type, layer.size, layer.annotations, ref.registry, ref.repository,
+                       scan_max_size, self.keep_values)
         if store.layer_status(self.db, layer.digest) == "indexed":
-            self.summary.layers_reused += 1
-            self._jobs[layer.digest] = None  # seen: counts as reused next time too
-            return
-        self._jobs[layer.digest] = LayerJob(layer.digest, layer.media_type, layer.size, layer.annotations, ref.registry, ref.repository)
+            scanned = store.layer_scanned(self.db, layer.digest)
+            if self.scan is not True or (scanned is not None and scanned >= self.scan_max_size):
+                self.summary.layers_reused += 1
+                self._jobs[layer.digest] = None  # seen: counts as reused next time too
+                return
+            job.scan_only = True  # listed already, never scanned (or with a smaller cap): scan it now
+        self._jobs[layer.digest] = job
 
     # -- indexing --------------------------------------------------------
 
@@ -532,16 +629,26 @@ def index_images(
     page_size: int | None = None,
     progress: Progress | None = None,
     span: int = seekable.DEFAULT_SPAN,
+    scan: bool | None = None,
+    scan_max_size: int = secretscan.DEFAULT_MAX_SIZE,
+    keep_values: bool = False,
 ) -> IndexSummary:
     """Index images by reference. Errors on one image are recorded in the
     summary and the others go on; the summary says what happened. ``span``:
     compressed bytes between checkpoints in big gzip layers (0: none). Ctrl-C
     raises :class:`Interrupted` (a KeyboardInterrupt) whose ``summary`` says
-    what was kept."""
+    what was kept.
+
+    File contents up to ``scan_max_size`` bytes, config Env/Labels and build
+    steps are scanned for secrets (layerslayer.secretscan) as layers stream:
+    by default (``scan=None``) the layers that are streamed anyway;
+    ``scan=True`` also streams lazy-pull layers (listed from their TOC
+    otherwise) and layers indexed earlier without scanning; ``scan=False``
+    scans nothing. The values found are stored only with ``keep_values``."""
     started = time.monotonic()
     check_index_path(db_path)
     indexer = Indexer(db_path, options=options, platform=platform, all_platforms=all_platforms, jobs=jobs,
-                      progress=progress, span=span)
+                      progress=progress, span=span, scan=scan, scan_max_size=scan_max_size, keep_values=keep_values)
     try:
         refs = [r if isinstance(r, Reference) else parse_reference(r) for r in references]
         for ref in refs:
@@ -549,6 +656,9 @@ def index_images(
             for target in targets:
                 _guarded(indexer, target, lambda: indexer.add_reference(target))
         indexer.run_layers()
+        if indexer.scanner is not None:
+            found = store.count_findings(indexer.db, indexer.platform_ids)
+            indexer.summary.findings = found if (found or scan) else None
     except KeyboardInterrupt:
         indexer.count_images()
         indexer.summary.seconds = time.monotonic() - started

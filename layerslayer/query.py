@@ -77,7 +77,7 @@ import re
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 from .display import printable  # noqa: F401  (the one escaper; callers may still say query.printable)
 from .errors import UsageError
@@ -831,6 +831,27 @@ class _Status:
 # find
 
 
+def _combined_matcher(typed: list[Pattern], presets: list[tuple[list[Pattern], list[Pattern]]],
+                      excluded: list[Pattern]) -> Callable[[str], bool]:
+    """What ``find`` keeps: a typed pattern, or a preset's pattern outside
+    that preset's own excludes; never a path ``--exclude`` names."""
+    parts: list[Callable[[str], bool]] = []
+    if typed:
+        parts.append(compile_patterns(typed))
+    for included, excludes in presets:
+        inc = compile_patterns(included)
+        if excludes:
+            exc = compile_patterns(excludes)
+            parts.append(lambda path, inc=inc, exc=exc: inc(path) and not exc(path))
+        else:
+            parts.append(inc)
+    match = parts[0] if len(parts) == 1 else (lambda path: any(part(path) for part in parts))
+    if not excluded:
+        return match
+    out = compile_patterns(excluded)
+    return lambda path: match(path) and not out(path)
+
+
 class FindQuery:
     """``find`` as a library call::
 
@@ -861,27 +882,37 @@ class FindQuery:
         deleted: bool = False,
         visible: bool = False,
         limit: int | None = None,
+        exclude: Sequence[str] = (),
+        with_secrets: bool = False,
     ):
         self.db = db
         self.conn = _conn(db)
         parsed: list[Pattern] = []
+        typed: list[Pattern] = []
+        preset_parts: list[tuple[list[Pattern], list[Pattern]]] = []
         try:
             for p in patterns:
-                parsed.append(p if isinstance(p, Pattern) else parse_pattern(p, ignore_case))
+                typed.append(p if isinstance(p, Pattern) else parse_pattern(p, ignore_case))
             for name in presets:
                 try:
                     preset = get_preset(name)
                 except KeyError as e:
                     raise UsageError(e.args[0]) from None
-                parsed += [parse_pattern(p, True) for p in preset.patterns]
+                preset_parts.append(([parse_pattern(p, True) for p in preset.patterns],
+                                     [parse_pattern(p, True) for p in preset.excludes]))
+            excluded = [parse_pattern(p, ignore_case) for p in exclude]
+            if with_secrets and not typed and not preset_parts:
+                typed.append(parse_pattern("*"))  # every file with findings
         except ValueError as e:
             raise UsageError(str(e)) from None
+        parsed = typed + [p for included, _ in preset_parts for p in included]
         if not parsed:
             raise UsageError("give at least one PATTERN or --preset")
         try:
-            self.matcher = compile_patterns(parsed)
+            self.matcher = _combined_matcher(typed, preset_parts, excluded)
         except re.error as e:
             raise UsageError(f"invalid pattern: {e}") from None
+        self.with_secrets = with_secrets
         self.patterns = parsed
         self.plans = [plan_pattern(p) for p in parsed]
         self.types: list[int] = []
@@ -953,8 +984,14 @@ class FindQuery:
         checked exactly). Whiteout markers (``.wh.*``) are never files."""
         if self._ids is None:
             candidates: dict[int, tuple[str, bytes | None]] = {}
-            for plan in self.plans:
-                for pid, path, path_bytes in self.conn.execute(plan.sql, plan.params):
+            if self.with_secrets:  # findings are few: they are the candidates
+                plans = [("SELECT DISTINCT p.id, p.path, p.path_bytes FROM findings f "
+                          "CROSS JOIN entries e ON e.layer_id = f.layer_id AND e.position = f.position "
+                          "CROSS JOIN paths p ON p.id = e.path_id WHERE f.layer_id IS NOT NULL", [])]
+            else:
+                plans = [(plan.sql, plan.params) for plan in self.plans]
+            for sql, params in plans:
+                for pid, path, path_bytes in self.conn.execute(sql, params):
                     candidates[pid] = (path, path_bytes)
             match = self.matcher
             paths = self._paths
@@ -976,7 +1013,7 @@ class FindQuery:
                 "SELECT coalesce(sum(l.entries), 0) FROM json_each(?) j JOIN layers l ON l.id = j.value",
                 [json.dumps(layers)],
             ).fetchone()[0]
-        if layers is not None and any(p.method == "scan" for p in self.plans):
+        if layers is not None and not self.with_secrets and any(p.method == "scan" for p in self.plans):
             total_paths = self.conn.execute("SELECT coalesce(max(id), 0) FROM paths").fetchone()[0]
             if layer_rows < total_paths:
                 self._source = ("layers-scan", layers)
@@ -1038,6 +1075,8 @@ class FindQuery:
             where.append(f"pl.platform_id NOT IN ({','.join(str(a) for a in attestations)})")
         if self.types:
             where.append(f"e.type IN ({','.join(str(t) for t in self.types)})")
+        if self.with_secrets:
+            where.append("EXISTS (SELECT 1 FROM findings f WHERE f.layer_id = e.layer_id AND f.position = e.position)")
         if self.min_size is not None:
             where.append("e.size >= ?")
             params.append(self.min_size)

@@ -57,6 +57,11 @@ __all__ = [
     "path_text",
     "path_from_row",
     "TYPE_CODES",
+    "replace_config",
+    "replace_platform_findings",
+    "replace_layer_findings",
+    "layer_scanned",
+    "count_findings",
 ]
 
 BUSY_TIMEOUT_MS = 30_000
@@ -740,8 +745,13 @@ class LayerWriter:
     must not be shared by two writers: give each its own :func:`open_db`.
     """
 
-    def __init__(self, db, digest: str, listed_via: str = "stream", *, batch_size: int = 5_000):
+    def __init__(self, db, digest: str, listed_via: str = "stream", *, batch_size: int = 5_000,
+                 scanned: int | None = None, keep_values: bool = False):
         self.db = db
+        # Content scanning (see add_findings): the size cap used, None when not scanning.
+        self.scanned = scanned
+        self.keep_values = keep_values
+        self._findings: list[tuple] = []
         self.conn: sqlite3.Connection = db.conn
         self.digest = digest
         self.listed_via = listed_via
@@ -800,6 +810,12 @@ class LayerWriter:
     def add(self, entry) -> None:
         "Stage one entry."
         self.add_many((entry,))
+
+    def add_findings(self, position: int, findings: Iterable) -> None:
+        """Record secrets found in the content of the entry at ``position``
+        (``secretscan.Finding``s); they commit with the layer. Findings are
+        few, so they wait in memory."""
+        self._findings.extend(_finding_rows(findings, self.keep_values, position=position))
 
     def add_many(self, entries: Iterable) -> None:
         "Stage entries (any iterable; consumed lazily)."
@@ -972,10 +988,13 @@ class LayerWriter:
                     "INSERT INTO checkpoints (layer_id, uncompressed, bits, window) VALUES (?, ?, ?, ?)",
                     [(layer_id, out, bits, window) for out, bits, window in self.checkpoints],
                 )
+            conn.execute("DELETE FROM findings WHERE layer_id = ?", [layer_id])
+            if self._findings:
+                conn.executemany(_INSERT_FINDING, [(layer_id, None, *row) for row in self._findings])
             conn.execute(
                 "UPDATE layers SET status = 'indexed', entries = ?, listed_via = ?, "
-                "bytes_read = ?, indexed_at = ?, error = NULL, note = ? WHERE id = ?",
-                [self.count, self.listed_via, bytes_read, _now(), note, layer_id],
+                "bytes_read = ?, indexed_at = ?, error = NULL, note = ?, scanned = ? WHERE id = ?",
+                [self.count, self.listed_via, bytes_read, _now(), note, self.scanned, layer_id],
             )
             conn.execute("COMMIT")
         except BaseException:
@@ -1021,6 +1040,111 @@ class LayerWriter:
                 self._run(f"DROP TABLE IF EXISTS {table}")
             except sqlite3.Error:
                 pass
+
+
+# --------------------------------------------------------------------------
+# Image config and findings of content scanning (layerslayer.secretscan)
+
+_INSERT_FINDING = (
+    "INSERT INTO findings (layer_id, platform_id, position, source, location, line, detector, "
+    "fingerprint, preview, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _finding_rows(findings: Iterable, keep_values: bool, *, position=None, source="file", location=None) -> list[tuple]:
+    "Rows for _INSERT_FINDING after its layer_id and platform_id."
+    return [
+        (position, source, location, f.line or None, f.detector, f.fingerprint, f.preview,
+         _text(f.value) if keep_values else None)
+        for f in findings
+    ]
+
+
+def layer_scanned(db, digest: str) -> int | None:
+    "The size cap a layer's files were scanned with; None when not scanned (or unknown)."
+    row = db.execute("SELECT scanned FROM layers WHERE digest = ?", [digest]).fetchone()
+    return row[0] if row else None
+
+
+def replace_layer_findings(db, digest: str, findings: Iterable[tuple[int, Any]], *, scanned: int,
+                           keep_values: bool = False) -> None:
+    """Record the findings of scanning an already indexed layer again
+    (``(position, Finding)`` pairs) and mark it scanned with cap ``scanned``."""
+    rows = [row for position, finding in findings for row in _finding_rows([finding], keep_values, position=position)]
+    with _write(db) as conn:
+        row = conn.execute("SELECT id FROM layers WHERE digest = ? AND status = 'indexed'", [digest]).fetchone()
+        if row is None:
+            return
+        conn.execute("DELETE FROM findings WHERE layer_id = ?", [row[0]])
+        conn.executemany(_INSERT_FINDING, [(row[0], None, *r) for r in rows])
+        conn.execute("UPDATE layers SET scanned = ? WHERE id = ?", [scanned, row[0]])
+
+
+def replace_platform_findings(db, platform_id: int, findings: Iterable[tuple[str, str, Any]], *,
+                              keep_values: bool = False) -> None:
+    "Replace the config/history findings of a platform: ``(source, location, Finding)``."
+    rows = []
+    for source, location, finding in findings:
+        rows += _finding_rows([finding], keep_values, source=source, location=_text(location))
+    with _write(db) as conn:
+        conn.execute("DELETE FROM findings WHERE platform_id = ?", [platform_id])
+        conn.executemany(_INSERT_FINDING, [(None, platform_id, *r) for r in rows])
+
+
+def _json_list(value) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    return json.dumps([_text(v) for v in value] if isinstance(value, list) else _text(value), ensure_ascii=False)
+
+
+def count_findings(db, platform_ids: Iterable[int]) -> int:
+    "Findings in the files of these platforms' layers and in their configs."
+    ids = sorted(set(platform_ids))
+    if not ids:
+        return 0
+    marks = ",".join("?" * len(ids))
+    return db.execute(
+        f"SELECT (SELECT count(*) FROM findings WHERE layer_id IN "
+        f"(SELECT layer_id FROM platform_layers WHERE platform_id IN ({marks}))) + "
+        f"(SELECT count(*) FROM findings WHERE platform_id IN ({marks}))",
+        ids + ids,
+    ).fetchone()[0]
+
+
+def replace_config(db, platform_id: int, config: dict) -> None:
+    """Store a platform's image config (``config.config`` of the config blob):
+    User, WorkingDir, Cmd, Entrypoint, StopSignal, Env, Labels, ExposedPorts.
+    Values of the wrong type (hostile configs) are stored as text."""
+    inner = config.get("config") if isinstance(config, dict) else None
+    if not isinstance(inner, dict):
+        inner = {}
+    env = inner.get("Env") if isinstance(inner.get("Env"), list) else []
+    labels = inner.get("Labels") if isinstance(inner.get("Labels"), dict) else {}
+    ports = inner.get("ExposedPorts") if isinstance(inner.get("ExposedPorts"), dict) else {}
+    optional = lambda key: None if inner.get(key) in (None, "") else _text(inner.get(key))  # noqa: E731
+    with _write(db) as conn:
+        for table in ("config", "config_env", "config_labels", "config_ports"):
+            conn.execute(f"DELETE FROM {table} WHERE platform_id = ?", [platform_id])
+        conn.execute(
+            "INSERT INTO config (platform_id, user, working_dir, cmd, entrypoint, stop_signal) VALUES (?, ?, ?, ?, ?, ?)",
+            [platform_id, optional("User"), optional("WorkingDir"), _json_list(inner.get("Cmd")),
+             _json_list(inner.get("Entrypoint")), optional("StopSignal")],
+        )
+        conn.executemany(
+            "INSERT INTO config_env (platform_id, position, name, value) VALUES (?, ?, ?, ?)",
+            [(platform_id, n, _text(str(e).partition("=")[0]), _text(str(e).partition("=")[2]) if "=" in str(e) else None)
+             for n, e in enumerate(env)],
+        )
+        conn.executemany(
+            "INSERT OR REPLACE INTO config_labels (platform_id, name, value) VALUES (?, ?, ?)",
+            [(platform_id, _text(k), _text(v)) for k, v in labels.items()],
+        )
+        conn.executemany(
+            "INSERT OR IGNORE INTO config_ports (platform_id, port) VALUES (?, ?)",
+            [(platform_id, _text(p)) for p in ports],
+        )
 
 
 # --------------------------------------------------------------------------

@@ -460,3 +460,139 @@ def m003_i12_layer_notes(db):
     e.g. its pax global headers (the runtime applies them to no entry, so the
     index does not either, but their records may hide a name)."""
     db.execute("ALTER TABLE layers ADD COLUMN note TEXT")
+
+
+# --- m010_i15_secrets --------------------------------------------------------
+# Content scanning (layerslayer.secretscan) and the image config.
+#
+# ``findings``: one row per secret found, either in a file of a layer
+# (``layer_id`` + ``position`` of the entry, ``line``) or in a platform's
+# config Env, Labels or a history step (``platform_id``, ``location`` = the
+# variable / label name or the step's position). ``fingerprint`` is the first
+# 32 hex digits of the SHA-256 of the value (the same key in 500 images is
+# one secret), ``preview`` its first and last few characters; ``value`` is
+# NULL unless indexed with ``--keep-values``. ``layers.scanned`` is the size
+# cap a layer's files were scanned with (NULL: not scanned), so a layer is
+# scanned once, whichever image brought it.
+#
+# ``finding_locations``: one row per finding and platform that holds it, with
+# ``state``: ``visible`` (the file is in the merged filesystem), ``deleted``
+# (a later layer deletes it: a ghost finding, whether or not re-created),
+# ``overwritten`` (a later layer replaces the file), ``config`` (Env, label or
+# build step: shipped with the image's metadata). Driven from the findings
+# (few), like ``ghost_files`` is from the deletions.
+#
+# ``config`` (User, WorkingDir, Cmd and Entrypoint as JSON arrays, StopSignal),
+# ``config_env`` (in order), ``config_labels`` and ``config_ports``
+# (ExposedPorts): the image config of each platform, joined by platform_id.
+
+M010_TABLES = [
+    "ALTER TABLE layers ADD COLUMN scanned INTEGER",
+    """
+CREATE TABLE findings (
+    id INTEGER PRIMARY KEY,
+    layer_id INTEGER REFERENCES layers(id) ON DELETE CASCADE,
+    position INTEGER,
+    platform_id INTEGER REFERENCES platforms(id) ON DELETE CASCADE,
+    source TEXT NOT NULL CHECK (source IN ('file', 'env', 'label', 'history')),
+    location TEXT,
+    line INTEGER,
+    detector TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    preview TEXT NOT NULL,
+    value TEXT,
+    CHECK ((layer_id IS NULL) != (platform_id IS NULL))
+)""",
+    "CREATE INDEX findings_layer ON findings(layer_id, position) WHERE layer_id IS NOT NULL",
+    "CREATE INDEX findings_platform ON findings(platform_id) WHERE platform_id IS NOT NULL",
+    "CREATE INDEX findings_fingerprint ON findings(fingerprint)",
+    """
+CREATE TABLE config (
+    platform_id INTEGER PRIMARY KEY REFERENCES platforms(id) ON DELETE CASCADE,
+    user TEXT,
+    working_dir TEXT,
+    cmd TEXT,
+    entrypoint TEXT,
+    stop_signal TEXT
+)""",
+    """
+CREATE TABLE config_env (
+    platform_id INTEGER NOT NULL REFERENCES platforms(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT,
+    PRIMARY KEY (platform_id, position)
+) WITHOUT ROWID""",
+    """
+CREATE TABLE config_labels (
+    platform_id INTEGER NOT NULL REFERENCES platforms(id) ON DELETE CASCADE,
+    name TEXT NOT NULL,
+    value TEXT,
+    PRIMARY KEY (platform_id, name)
+) WITHOUT ROWID""",
+    """
+CREATE TABLE config_ports (
+    platform_id INTEGER NOT NULL REFERENCES platforms(id) ON DELETE CASCADE,
+    port TEXT NOT NULL,
+    PRIMARY KEY (platform_id, port)
+) WITHOUT ROWID""",
+]
+
+M010_VIEWS = [
+    f"""
+CREATE VIEW finding_locations AS
+SELECT
+    f.id AS finding_id,
+    pf.image_id AS image_id,
+    i.reference AS image,
+    pf.id AS platform_id,
+    pf.platform AS platform,
+    'file' AS source,
+    pl.position AS layer_position,
+    l.digest AS layer_digest,
+    p.path AS location,
+    f.line AS line,
+    f.detector AS detector,
+    f.fingerprint AS fingerprint,
+    f.preview AS preview,
+    f.value AS value,
+    CASE
+        WHEN EXISTS (
+            SELECT 1 FROM platform_layers dl
+            CROSS JOIN deletions d ON d.layer_id = dl.layer_id
+            WHERE dl.platform_id = pl.platform_id AND dl.position > pl.position
+              AND {_deletes("p.path", "d")}
+        ) THEN 'deleted'
+        WHEN EXISTS (
+            SELECT 1 FROM platform_layers sl
+            CROSS JOIN entries s INDEXED BY entries_path
+                ON s.path_id = e.path_id AND s.layer_id = sl.layer_id
+            WHERE sl.platform_id = pl.platform_id AND sl.position >= pl.position
+              AND (sl.position > pl.position OR s.position > e.position)
+        ) THEN 'overwritten'
+        ELSE 'visible'
+    END AS state
+FROM findings f
+CROSS JOIN entries e ON e.layer_id = f.layer_id AND e.position = f.position
+CROSS JOIN paths p ON p.id = e.path_id
+CROSS JOIN layers l ON l.id = f.layer_id
+CROSS JOIN platform_layers pl INDEXED BY platform_layers_layer ON pl.layer_id = f.layer_id
+CROSS JOIN platforms pf ON pf.id = pl.platform_id
+CROSS JOIN images i ON i.id = pf.image_id
+WHERE f.layer_id IS NOT NULL
+UNION ALL
+SELECT
+    f.id, pf.image_id, i.reference, pf.id, pf.platform, f.source, NULL, NULL, f.location, f.line,
+    f.detector, f.fingerprint, f.preview, f.value, 'config'
+FROM findings f
+CROSS JOIN platforms pf ON pf.id = f.platform_id
+CROSS JOIN images i ON i.id = pf.image_id
+WHERE f.platform_id IS NOT NULL""",
+]
+
+
+@migrations()
+def m010_i15_secrets(db):
+    "Findings of content scanning, layers.scanned, the image config tables, finding_locations."
+    for statement in M010_TABLES + M010_VIEWS:
+        db.execute(statement.strip())

@@ -10,6 +10,7 @@ import os
 import sqlite3
 
 import pytest
+import sqlite_utils
 
 from layerslayer import store
 from layerslayer.image import HistoryStep, LayerInfo, PlatformInfo
@@ -100,6 +101,7 @@ def test_migrations_apply_once_and_are_recorded(tmp_path):
     assert applied == [("layerslayer", m.name) for m in migrations._migrations]
     assert applied[0] == ("layerslayer", "m001_initial") and ("layerslayer", "m002_i16_checkpoints") in applied
     assert ("layerslayer", "m003_i12_layer_notes") in applied
+    assert ("layerslayer", "m010_i15_secrets") in applied
     assert migrations.pending(db) == []
     assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
@@ -863,7 +865,8 @@ def test_schema_text_is_stable(tmp_path):
              for line in text.splitlines() if line.startswith(("CREATE TABLE", "CREATE VIEW"))]
     assert order == [
         "images", "platforms", "history", "layers", "layer_sources", "platform_layers", "paths", "entries",
-        "deletions", "checkpoints", "files", "image_layers", "image_files", "layer_deletions", "ghost_files", "visible_files",
+        "deletions", "checkpoints", "findings", "config", "config_env", "config_labels", "config_ports",
+        "files", "image_layers", "image_files", "layer_deletions", "ghost_files", "visible_files", "finding_locations",
     ]
     a.close()
     b.close()
