@@ -290,7 +290,9 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 
 @cli.command()
 @db_argument
-@click.argument("references", nargs=-1, required=True)
+@click.argument("references", nargs=-1)
+@click.option("--from-file", "from_file", type=click.File("r", encoding="utf-8", errors="surrogateescape"), metavar="FILE",
+              help="Also index the references in FILE, one a line ('#' comments; '-' reads standard input).")
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to index (default: this machine's, else the first).")
 @click.option("--all-platforms", is_flag=True, help="Index every platform of multi-arch images.")
 @click.option("--all-tags", is_flag=True, help="Index every tag of each repository named.")
@@ -300,7 +302,7 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 @click.option("--jobs", "-j", type=click.IntRange(min=1, max=32), default=2, show_default=True, help="Layers downloaded at once.")
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors and the summary line.")
 @registry_options
-def index(db, references, platform, all_platforms, all_tags, catalog, limit, page_size, jobs, quiet, client_options):
+def index(db, references, from_file, platform, all_platforms, all_tags, catalog, limit, page_size, jobs, quiet, client_options):
     """Index layer file listings of images into the SQLite database DB.
 
     Layers are streamed from the registry and only their tar headers kept;
@@ -311,9 +313,18 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
         layerslayer index images.db alpine:3.20 nginx:latest
         layerslayer index images.db localhost:5000/team/app --all-tags
         layerslayer index images.db localhost:5000 --catalog --limit 50
+        layerslayer search redis --limit 20 | layerslayer index hub.db --from-file -
     """
+    from .discovery import read_references
     from .indexer import catalog_references, index_images
     from .reference import parse_reference
+
+    if from_file is not None:
+        references = tuple(references) + tuple(read_references(from_file))
+        if not references:
+            raise click.UsageError(f"{from_file.name} holds no references")
+    elif not references:
+        raise click.UsageError("Missing argument 'REFERENCES...' (or --from-file FILE)")
 
     if platform and all_platforms:
         raise click.UsageError("--platform and --all-platforms are mutually exclusive")
@@ -334,6 +345,108 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
     click.echo(summary.as_line())
     if not summary.ok:
         sys.exit(1)
+
+
+# -- discovery (issue 17) ------------------------------------------------------------
+
+limit_option = click.option("--limit", type=click.IntRange(min=1), help="Stop after this many results.")
+page_size_option = click.option("--page-size", type=click.IntRange(min=1), help="Results asked for per page.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+
+
+def _echo_listing(items, as_json: bool, line, record) -> None:
+    "Print a listing as it arrives (one line each), or all of it as one JSON array."
+    from .query import printable
+
+    if as_json:
+        click.echo(json.dumps([record(item) for item in items], indent=2))
+        return
+    for item in items:
+        click.echo(printable(line(item)))
+
+
+@cli.command()
+@click.argument("reference")
+@click.option("--full-ref", is_flag=True, help="Print whole references (registry/repository:tag), not bare tags.")
+@limit_option
+@page_size_option
+@json_option
+@registry_options
+def tags(reference, full_ref, limit, page_size, as_json, client_options):
+    """List the tags of REFERENCE's repository (like `crane ls`).
+
+    \b
+    Example:
+        layerslayer tags localhost:5000/team/app --full-ref | layerslayer index app.db --from-file -
+    """
+    from .discovery import list_tags
+
+    refs = list_tags(client_options, reference, page_size=page_size, limit=limit)
+    _echo_listing(refs, as_json, lambda r: str(r) if full_ref else r.tag,
+                  lambda r: {"reference": str(r), "tag": r.tag})
+
+
+@cli.command()
+@click.argument("registry")
+@click.option("--full-ref", is_flag=True, help="Print registry/repository, not bare repository names.")
+@limit_option
+@page_size_option
+@json_option
+@registry_options
+def catalog(registry, full_ref, limit, page_size, as_json, client_options):
+    """List the repositories of REGISTRY's catalog (like `crane catalog`).
+
+    \b
+    Example:
+        layerslayer catalog localhost:5000 --limit 100
+    """
+    from .discovery import list_catalog
+
+    refs = list_catalog(client_options, registry, page_size=page_size, limit=limit)
+    _echo_listing(refs, as_json, lambda r: r.name if full_ref else r.repository,
+                  lambda r: {"reference": r.name, "repository": r.repository})
+
+
+@cli.command()
+@click.argument("namespace", metavar="docker.io/NAMESPACE")
+@limit_option
+@page_size_option
+@json_option
+@registry_options
+def repos(namespace, limit, page_size, as_json, client_options):
+    """List the repositories of a Docker Hub user or organisation (the Hub's own API).
+
+    Docker Hub has no catalog; this is its listing of one namespace. The Hub's
+    address can be changed with $LAYERSLAYER_HUB_URL.
+
+    \b
+    Example:
+        layerslayer repos docker.io/bitnami --limit 50 | layerslayer index hub.db --from-file -
+    """
+    from .discovery import HubClient, hub_namespace
+
+    found = HubClient(client_options).repositories(hub_namespace(namespace), page_size=page_size, limit=limit)
+    _echo_listing(found, as_json, lambda r: r.reference.short, lambda r: r.as_dict())
+
+
+@cli.command()
+@click.argument("keyword")
+@click.option("--official", is_flag=True, help="Only Docker Official Images.")
+@limit_option
+@page_size_option
+@json_option
+@registry_options
+def search(keyword, official, limit, page_size, as_json, client_options):
+    """Search Docker Hub for repositories matching KEYWORD (the Hub's search API).
+
+    \b
+    Example:
+        layerslayer search postgres --limit 20 --json
+    """
+    from .discovery import HubClient
+
+    found = HubClient(client_options).search(keyword, page_size=page_size, limit=limit, official=official)
+    _echo_listing(found, as_json, lambda r: r.reference.short, lambda r: r.as_dict())
 
 
 # -- save / export / extract (issue 5) ------------------------------------------------
