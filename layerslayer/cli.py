@@ -449,6 +449,41 @@ def search(keyword, official, limit, page_size, as_json, client_options):
     _echo_listing(found, as_json, lambda r: r.reference.short, lambda r: r.as_dict())
 
 
+@cli.command()
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--quiet", "-q", is_flag=True, help="Print only errors and the summary line.")
+def merge(out, shards, quiet):
+    """Merge the indexes SHARDS into OUT (created if missing).
+
+    Layers are matched by digest and each layer's listing is copied once,
+    so merging is idempotent: shards may overlap, and a merge that was
+    interrupted is finished by running it again. Shards of another schema
+    version are refused.
+
+    \b
+    Example:
+        layerslayer merge all.db crawl-a.db crawl-b.db
+    """
+    from . import store
+    from .query import printable
+
+    db = store.open_db(out)
+    totals = dict.fromkeys(("images", "platforms", "layers_indexed", "files"), 0)
+    try:
+        for shard in shards:
+            counts = store.merge_index(db, shard)
+            for key in totals:
+                totals[key] += counts[key]
+            if not quiet:
+                click.echo(f"{printable(str(shard))}: {counts['images']} images, {counts['platforms']} platforms, "
+                           f"{counts['layers_indexed']} layers, {counts['files']:,} files new", err=True)
+    finally:
+        db.close()
+    click.echo(f"Merged {len(shards)} shard{'s' if len(shards) != 1 else ''}: {totals['images']} images, "
+               f"{totals['platforms']} platforms, {totals['layers_indexed']} layers, {totals['files']:,} files added")
+
+
 # -- save / export / extract (issue 5) ------------------------------------------------
 
 _BLOB_EXIT_STATUS = """
