@@ -279,6 +279,40 @@ class QuietProgress:
         click.echo(text, err=True)
 
 
+class CrawlTerminalProgress:
+    "Progress of a crawl (`index --workers/--scheduler`): one live status line on a terminal, else a line now and then."
+
+    def __init__(self, live: bool, every: float = 30.0):
+        self.live, self.every = live, every
+        self.last = 0.0
+        self.lock = threading.Lock()
+
+    def status(self, status) -> None:
+        with self.lock:
+            if self.live:
+                click.echo(f"\r\033[K{status.as_line()}", nl=False, err=True)
+            elif time.monotonic() - self.last >= self.every:
+                self.last = time.monotonic()
+                click.echo(status.as_line(), err=True)
+
+    def message(self, text: str) -> None:
+        with self.lock:
+            click.echo(f"\r\033[K{text}" if self.live else text, err=True)
+
+    def close(self) -> None:
+        if self.live:
+            click.echo("\r\033[K", nl=False, err=True)
+
+
+class QuietCrawlProgress:
+    def status(self, status) -> None: ...
+
+    def message(self, text: str) -> None:
+        click.echo(text, err=True)
+
+    def close(self) -> None: ...
+
+
 def _progress(quiet: bool):
     if quiet or not sys.stderr.isatty():
         return QuietProgress()
@@ -300,9 +334,15 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 @click.option("--limit", type=click.IntRange(min=1), help="With --catalog: at most this many repositories.")
 @click.option("--page-size", type=click.IntRange(min=1), help="Page size for tag and catalog listings.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1, max=32), default=2, show_default=True, help="Layers downloaded at once.")
+@click.option("--workers", type=click.IntRange(min=1, max=256), metavar="N",
+              help="Crawl on a local Dask cluster of N worker processes (each unique layer once across them).")
+@click.option("--scheduler", metavar="ADDRESS", help="Crawl on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786).")
+@click.option("--shard-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="With --workers/--scheduler: where workers write their shards (default: DB.shards).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors and the summary line.")
 @registry_options
-def index(db, references, from_file, platform, all_platforms, all_tags, catalog, limit, page_size, jobs, quiet, client_options):
+def index(db, references, from_file, platform, all_platforms, all_tags, catalog, limit, page_size, jobs,
+          workers, scheduler, shard_dir, quiet, client_options):
     """Index layer file listings of images into the SQLite database DB.
 
     Layers are streamed from the registry and only their tar headers kept;
@@ -338,10 +378,27 @@ def index(db, references, from_file, platform, all_platforms, all_tags, catalog,
             refs += catalog_references(client_options, registry, limit=limit, page_size=page_size)
     else:
         refs = [parse_reference(text) for text in references]
-    summary = index_images(
-        db, refs, options=client_options, platform=platform, all_platforms=all_platforms,
-        all_tags=all_tags, jobs=jobs, page_size=page_size, progress=_progress(quiet),
-    )
+    if workers and scheduler:
+        raise click.UsageError("--workers and --scheduler are mutually exclusive")
+    if shard_dir and not (workers or scheduler):
+        raise click.UsageError("--shard-dir goes with --workers or --scheduler")
+    if workers or scheduler:
+        from .crawl import crawl
+
+        progress = QuietCrawlProgress() if quiet else CrawlTerminalProgress(live=sys.stderr.isatty())
+        try:
+            summary = crawl(
+                db, refs, options=client_options, platform=platform, all_platforms=all_platforms,
+                all_tags=all_tags, page_size=page_size, workers=workers, scheduler=scheduler,
+                shard_dir=shard_dir, progress=progress,
+            )
+        finally:
+            progress.close()
+    else:
+        summary = index_images(
+            db, refs, options=client_options, platform=platform, all_platforms=all_platforms,
+            all_tags=all_tags, jobs=jobs, page_size=page_size, progress=_progress(quiet),
+        )
     click.echo(summary.as_line())
     if not summary.ok:
         sys.exit(1)

@@ -232,6 +232,25 @@ def record_platform(db, image_id: int, ref: Reference, image: PlatformImage) -> 
     return platform_id
 
 
+def load_image(client: RegistryClient, ref: Reference, platform: str | None, all_platforms: bool,
+               message: Callable[[str], None] = lambda text: None) -> tuple[ResolvedImage, list[PlatformImage]]:
+    "Resolve a reference and load the platforms to index (the one asked for, or all)."
+    resolved = resolve(client, ref)
+    if not resolved.is_index:
+        wanted = [resolved.platforms[0]]
+    elif all_platforms:
+        wanted = resolved.real_platforms
+    else:
+        wanted = [select_platform(resolved, platform)]
+    images = []
+    for info in wanted:
+        image = load_platform(client, resolved, info)
+        if platform and not resolved.is_index and not platform_matches(image.platform, platform):
+            message(f"{ref.short}: single platform {image.platform}, not {platform}; indexing it anyway")
+        images.append(image)
+    return resolved, images
+
+
 def _index_from_toc(db, client: RegistryClient, job: LayerJob, progress: Progress) -> tuple[int, int]:
     "List a lazy-pull layer from its table of contents: two Range requests, not the blob."
     fetched = 0
@@ -285,20 +304,10 @@ class Indexer:
 
     def add_reference(self, ref: Reference) -> None:
         "Record an image, its platforms, history and layer stacks; queue its new layers."
-        client = self.client(ref.registry)
-        resolved = resolve(client, ref)
+        resolved, images = load_image(self.client(ref.registry), ref, self.platform, self.all_platforms, self.progress.message)
         image_id = record_image(self.db, ref, resolved)
         self.summary.images += 1
-        if not resolved.is_index:
-            wanted = [resolved.platforms[0]]
-        elif self.all_platforms:
-            wanted = resolved.real_platforms
-        else:
-            wanted = [select_platform(resolved, self.platform)]
-        for platform in wanted:
-            image = load_platform(client, resolved, platform)
-            if self.platform and not resolved.is_index and not platform_matches(image.platform, self.platform):
-                self.progress.message(f"{ref.short}: single platform {image.platform}, not {self.platform}; indexing it anyway")
+        for image in images:
             record_platform(self.db, image_id, ref, image)
             self.summary.platforms += 1
             for layer in image.layers:
