@@ -144,17 +144,24 @@ def resolve_task(reference: str, settings: CrawlSettings) -> dict:
     return {"reference": reference, "ref": ref, "resolved": resolved, "images": images, "messages": messages}
 
 
+def _shard(settings: CrawlSettings) -> Path:
+    """This worker's shard, held open for the life of the process: then closing
+    index_layer()'s own connection is not the last close, which in WAL mode
+    would checkpoint and delete the WAL after every layer (13 ms a layer)."""
+    path = shard_path(settings.shard_dir)
+    keeper = _worker_state.get("shard")
+    if keeper is not None and (keeper[0] != path or not path.exists()):  # a new crawl, or merged and deleted
+        keeper[1].close()
+        keeper = None
+    if keeper is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        keeper = _worker_state["shard"] = (path, store.open_db(path))
+    return path
+
+
 def layer_task(job: LayerJob, settings: CrawlSettings) -> dict:
     "Index one layer into this worker's shard (a task)."
-    path = shard_path(settings.shard_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = store.open_db(path)
-    try:
-        if store.layer_status(db, job.digest) == "indexed":  # a rerun after a lost answer
-            entries = db.execute("SELECT entries FROM layers WHERE digest = ?", [job.digest]).fetchone()[0]
-            return {"digest": job.digest, "entries": entries or 0, "bytes": 0, "shard": str(path)}
-    finally:
-        db.close()
+    path = _shard(settings)
     try:
         entries, nbytes = index_layer(path, _client(settings, job.registry), job)
     except LayerslayerError as error:
@@ -290,8 +297,11 @@ def crawl(
             coordinator.run(refs)
         merged = _merge_shards(db, _shard_files(shard_dir), progress)
         missing = sum(store.layer_status(db, digest) != "indexed" for digest in coordinator.done_digests)
-        if not missing:
-            for shard in merged:  # everything in them is in the index now
+        if not missing and not scheduler:
+            # Everything in them is in the index now, and their workers are
+            # gone (a remote cluster's workers keep theirs open: merged again
+            # next time, which adds nothing).
+            for shard in merged:
                 for suffix in ("", "-wal", "-shm"):
                     Path(str(shard) + suffix).unlink(missing_ok=True)
         else:
@@ -391,7 +401,10 @@ class _Coordinator:
                     result = future.result()
                 except Exception as error:  # the task itself broke, or lost its worker too often
                     result = {"error": f"{type(error).__name__}: {error}"}
-                    result["digest" if kind == "layer" else "reference"] = future.key.split("-", 1)[1]
+                    if kind == "layer":
+                        result["digest"] = future.key.split("-", 1)[1]
+                    else:
+                        result["reference"] = future.key.split("-", 2)[2]
                 future.release()
                 if kind == "resolve":
                     for job in self._record_image(result):

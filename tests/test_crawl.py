@@ -146,8 +146,10 @@ def test_crawl_on_a_cluster_started_with_dask_commands(registry, catalog, make_f
     cluster = DaskCluster(workers=2, workdir=tmp_path).start()
     try:
         db = tmp_path / "crawl.db"
-        result = run("index", db, *through(proxy, refs), "--scheduler", cluster.address, "--quiet")
-        assert result.exit_code == 0, result.output
+        missing = f"{proxy.host}/crawl/missing:v1"
+        result = run("index", db, *through(proxy, refs), missing, "--scheduler", cluster.address, "--quiet")
+        assert result.exit_code == 1, result.output
+        assert f"{missing}: image not found" in result.output  # the other images go on
         assert set(layer_gets(proxy, digests).values()) == {1}
         assert canonical(db) == whole(proxy)
     finally:
@@ -170,3 +172,15 @@ def test_status_line():
         "images 150/300 (5.0/s), layers 40 done, 60 to go, 50.0 MB (1.7 MB/s), ETA 30s, 2 failed, "
         "rate limited by registry-1.docker.io: waiting 12s"
     )
+
+
+def test_pause_for_docker_hub_and_429_headers():
+    from layerslayer.pacing import pause_for
+
+    assert pause_for(429, {"Retry-After": "7"}) == 7
+    assert pause_for(429, {}) == 1.0
+    assert pause_for(200, {"RateLimit-Remaining": "76;w=21600", "RateLimit-Limit": "100;w=21600"}) == 0
+    # Docker Hub: no reset header; one request comes back into the 6-hour window every 216 s.
+    assert pause_for(200, {"RateLimit-Remaining": "0;w=21600", "RateLimit-Limit": "100;w=21600"}) == 216
+    assert pause_for(200, {"RateLimit-Remaining": "0", "RateLimit-Reset": "30"}) == 30
+    assert 9 <= pause_for(200, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(time.time()) + 10)}) <= 10
