@@ -5,8 +5,9 @@
 Starts the real `docker-registry` on loopback, pushes a synthetic catalog
 (tests/harness/catalog.py: --images images on 3 shared base layers, a shared
 middle layer for every fourth image, one small layer of their own each), and
-puts a shaping proxy in front of it (tests/harness/shaper.py: --rtt seconds
-before each answer, --bandwidth bytes/s per connection). Then, in one run:
+puts a shaping proxy in front of it, in a process of its own
+(tests/harness/shaper.py: --rtt seconds before each answer, --bandwidth
+bytes/s per connection). Then, in one run:
 
 * the single-process `index` (`index_images`, --jobs 2), the baseline;
 * a crawl with each number of --workers (a LocalCluster of that many
@@ -42,18 +43,18 @@ from harness.canon import canonical  # noqa: E402
 from harness.catalog import push_catalog  # noqa: E402
 from harness.daskcluster import DaskCluster, worker_pids  # noqa: E402
 from harness.registry import Registry  # noqa: E402
-from harness.shaper import ShapingProxy  # noqa: E402
+from harness.shaper import ShapingProxyProcess  # noqa: E402
 
 from layerslayer.crawl import crawl  # noqa: E402
 from layerslayer.indexer import index_images  # noqa: E402
 
 
 def layer_downloads(proxy, digests, since: int) -> list[int]:
-    records = proxy.records[since:]
+    time.sleep(0.3)  # the proxy logs what it answered every 0.1 s
     counts = {d: 0 for d in digests}
-    for r in records:
-        if r.method == "GET" and r.status == 200 and "/blobs/" in r.path:
-            digest = r.path.rsplit("/", 1)[-1]
+    for method, path, status in proxy.requests()[since:]:
+        if method == "GET" and status == 200 and "/blobs/" in path:
+            digest = path.rsplit("/", 1)[-1]
             if digest in counts:
                 counts[digest] += 1
     return sorted(counts.values())
@@ -61,7 +62,7 @@ def layer_downloads(proxy, digests, since: int) -> list[int]:
 
 def killer(proxy, start: int, kills: int, stop: threading.Event, killed: list) -> None:
     "Kill random workers of this process's LocalCluster once layers stream, 1-3 s apart."
-    while not stop.is_set() and sum("/blobs/" in r.path for r in proxy.records[start:]) < 20:
+    while not stop.is_set() and sum("/blobs/" in r[1] for r in proxy.requests()[start:]) < 20:
         time.sleep(0.05)
     rng = random.Random(7)
     while not stop.is_set() and len(killed) < kills:
@@ -85,7 +86,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="bench-crawl-"))
     registry = Registry(work / "registry").start()
-    proxy = ShapingProxy(registry, rtt=args.rtt, bandwidth=args.bandwidth).start()
+    proxy = ShapingProxyProcess(registry, rtt=args.rtt, bandwidth=args.bandwidth, log=work / "proxy.log")
     try:
         started = time.perf_counter()
         refs, digests = push_catalog(registry, "bench", images=args.images, bases=3, base_files=200,
@@ -94,7 +95,7 @@ def main() -> None:
         print(f"catalog: {len(refs)} images, {len(digests)} unique layers, pushed in {time.perf_counter() - started:.0f}s; "
               f"link: {args.rtt * 1000:.0f} ms RTT, {args.bandwidth / 1e6:.0f} MB/s per connection")
 
-        mark = len(proxy.records)
+        mark = len(proxy.requests())
         started = time.perf_counter()
         summary = index_images(work / "single.db", refs, jobs=2)
         single = time.perf_counter() - started
@@ -104,7 +105,7 @@ def main() -> None:
 
         results = {}
         for n in counts:
-            mark = len(proxy.records)
+            mark = len(proxy.requests())
             summary = crawl(work / f"crawl-{n}.db", refs, workers=n)
             assert summary.ok, summary.errors[:3]
             busy = summary.seconds - summary.startup_seconds
@@ -119,7 +120,7 @@ def main() -> None:
         assert canonical(work / "single.db") == reference, "one-process and crawl indexes differ"
 
         n = max(counts)
-        mark = len(proxy.records)
+        mark = len(proxy.requests())
         stop, killed = threading.Event(), []
         thread = threading.Thread(target=killer, args=(proxy, mark, 3, stop, killed), daemon=True)
         thread.start()
@@ -142,6 +143,8 @@ def main() -> None:
         same = result.returncode == 0 and canonical(work / "cli.db") == reference
         print(f"crawl via `dask scheduler` + 2 `dask worker`: {seconds:.1f}s, exit {result.returncode}, "
               f"index equal to the 1-worker one: {same}")
+        if result.returncode:
+            print(result.stdout[-2000:], result.stderr[-2000:])
     finally:
         proxy.stop()
         registry.stop()

@@ -304,9 +304,11 @@ def crawl(
             for shard in merged:
                 for suffix in ("", "-wal", "-shm"):
                     Path(str(shard) + suffix).unlink(missing_ok=True)
-        else:
-            summary.errors.append(f"{missing} indexed layers are in shards this machine cannot see; "
-                                  f"copy the workers' {shard_dir.name} files here and run `layerslayer merge`")
+        if missing:
+            message = (f"{missing} indexed layers are in shards this machine cannot see; "
+                       f"copy the workers' {shard_dir.name} files here and run `layerslayer merge`")
+            summary.errors.append(message)
+            progress.message(message)
     finally:
         db.close()
     summary.seconds = time.monotonic() - started
