@@ -313,6 +313,40 @@ class QuietProgress:
     def stop(self) -> None: ...
 
 
+class CrawlTerminalProgress:
+    "Progress of a crawl (`index --workers/--scheduler`): one live status line on a terminal, else a line now and then."
+
+    def __init__(self, live: bool, every: float = 30.0):
+        self.live, self.every = live, every
+        self.last = 0.0
+        self.lock = threading.Lock()
+
+    def status(self, status) -> None:
+        with self.lock:
+            if self.live:
+                click.echo(f"\r\033[K{status.as_line()}", nl=False, err=True)
+            elif time.monotonic() - self.last >= self.every:
+                self.last = time.monotonic()
+                click.echo(status.as_line(), err=True)
+
+    def message(self, text: str) -> None:
+        with self.lock:
+            click.echo(f"\r\033[K{text}" if self.live else text, err=True)
+
+    def close(self) -> None:
+        if self.live:
+            click.echo("\r\033[K", nl=False, err=True)
+
+
+class QuietCrawlProgress:
+    def status(self, status) -> None: ...
+
+    def message(self, text: str) -> None:
+        click.echo(text, err=True)
+
+    def close(self) -> None: ...
+
+
 def _progress(quiet: bool):
     if quiet or not sys.stderr.isatty():
         return QuietProgress()
@@ -325,6 +359,8 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 @cli.command()
 @db_argument
 @click.argument("references", nargs=-1)
+@click.option("--from-file", "from_file", type=click.File("r", encoding="utf-8", errors="surrogateescape"), metavar="FILE",
+              help="Also index the references in FILE, one a line ('#' comments; '-' reads standard input).")
 @click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to index (default: this machine's, else the first).")
 @click.option("--all-platforms", is_flag=True, help="Index every platform of multi-arch images.")
 @click.option("--all-tags", is_flag=True, help="Index every tag of each repository named.")
@@ -332,6 +368,11 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 @click.option("--limit", type=click.IntRange(min=1), help="With --catalog: at most this many repositories.")
 @click.option("--page-size", type=click.IntRange(min=1), help="Page size for tag and catalog listings.")
 @click.option("--jobs", "-j", type=click.IntRange(min=1, max=32), default=2, show_default=True, help="Layers downloaded at once.")
+@click.option("--workers", type=click.IntRange(min=1, max=256), metavar="N",
+              help="Crawl on a local Dask cluster of N worker processes (each unique layer once across them).")
+@click.option("--scheduler", metavar="ADDRESS", help="Crawl on the Dask cluster whose scheduler is at ADDRESS (tcp://host:8786).")
+@click.option("--shard-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="With --workers/--scheduler: where workers write their shards (default: DB.shards).")
 @click.option("--quiet", "-q", is_flag=True, help="Print only errors and the summary line.")
 @click.option("--span", metavar="SIZE", default="4MiB", show_default=True,
               help="Checkpoint gzip layers of 8 MiB or more every SIZE of compressed bytes, so `cat` and "
@@ -347,8 +388,8 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 @click.option("--keep-values", is_flag=True,
               help="With --scan: store the secret values found, not only fingerprints and redacted previews.")
 @registry_options
-def index(db, references, platform, all_platforms, all_tags, catalog, limit, page_size, jobs, quiet, span, upgrade,
-          scan, scan_max_size, keep_values, client_options):
+def index(db, references, from_file, platform, all_platforms, all_tags, catalog, limit, page_size, jobs,
+          workers, scheduler, shard_dir, quiet, span, upgrade, scan, scan_max_size, keep_values, client_options):
     """Index layer file listings of images into the SQLite database DB.
 
     Layers are streamed from the registry and only their tar headers kept;
@@ -359,17 +400,23 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
         layerslayer index images.db alpine:3.20 nginx:latest
         layerslayer index images.db localhost:5000/team/app --all-tags
         layerslayer index images.db localhost:5000 --catalog --limit 50
+        layerslayer search redis --limit 20 | layerslayer index hub.db --from-file -
     """
+    from .discovery import read_references
     from .indexer import Interrupted, catalog_references, index_images, upgrade_index
     from .reference import parse_reference
 
+    if from_file is not None:
+        references = tuple(references) + tuple(read_references(from_file))
+        if not references and not upgrade:
+            raise click.UsageError(f"{from_file.name} holds no references")
     if upgrade:
         applied = upgrade_index(db)
         click.echo(f"Upgraded {db}: {', '.join(applied)}" if applied else f"{db} is up to date")
         if not references:
             return
     elif not references:
-        raise click.UsageError("give at least one REFERENCE (or --upgrade)")
+        raise click.UsageError("give at least one REFERENCE (or --from-file FILE, or --upgrade)")
     if platform and all_platforms:
         raise click.UsageError("--platform and --all-platforms are mutually exclusive")
     span_bytes = _span(span)
@@ -391,18 +438,38 @@ def index(db, references, platform, all_platforms, all_tags, catalog, limit, pag
             refs += catalog_references(client_options, registry, limit=limit, page_size=page_size)
     else:
         refs = [parse_reference(text) for text in references]
-    progress = _progress(quiet)
-    try:
-        summary = index_images(
-            db, refs, options=client_options, platform=platform, all_platforms=all_platforms,
-            all_tags=all_tags, jobs=jobs, page_size=page_size, progress=progress, span=span_bytes,
-            scan=scan, scan_max_size=max_size, keep_values=keep_values,
-        )
-    except Interrupted as interrupted:
-        progress.stop()
-        click.echo("Interrupted.", err=True)
-        click.echo(interrupted.summary.as_interrupted_line())
-        sys.exit(130)
+    if workers and scheduler:
+        raise click.UsageError("--workers and --scheduler are mutually exclusive")
+    if shard_dir and not (workers or scheduler):
+        raise click.UsageError("--shard-dir goes with --workers or --scheduler")
+    if workers or scheduler:
+        from .crawl import crawl
+
+        if scan or keep_values:
+            # Crawl workers list layers but do not scan them yet: say so rather than skip it quietly.
+            raise click.UsageError("--scan and --keep-values do not work with --workers/--scheduler yet")
+        progress = QuietCrawlProgress() if quiet else CrawlTerminalProgress(live=sys.stderr.isatty())
+        try:
+            summary = crawl(
+                db, refs, options=client_options, platform=platform, all_platforms=all_platforms,
+                all_tags=all_tags, page_size=page_size, workers=workers, scheduler=scheduler,
+                shard_dir=shard_dir, progress=progress,
+            )
+        finally:
+            progress.close()
+    else:
+        progress = _progress(quiet)
+        try:
+            summary = index_images(
+                db, refs, options=client_options, platform=platform, all_platforms=all_platforms,
+                all_tags=all_tags, jobs=jobs, page_size=page_size, progress=progress, span=span_bytes,
+                scan=scan, scan_max_size=max_size, keep_values=keep_values,
+            )
+        except Interrupted as interrupted:
+            progress.stop()
+            click.echo("Interrupted.", err=True)
+            click.echo(interrupted.summary.as_interrupted_line())
+            sys.exit(130)
     click.echo(summary.as_line())
     if not summary.ok:
         sys.exit(1)
@@ -419,6 +486,139 @@ def _span(text: str) -> int:
     if value and value < 64 << 10:
         raise click.BadParameter("give 0 (no checkpoints) or at least 64KiB", param_hint="--span")
     return value
+
+
+# -- discovery (issue 17) ------------------------------------------------------------
+
+limit_option = click.option("--limit", type=click.IntRange(min=1), help="Stop after this many results.")
+page_size_option = click.option("--page-size", type=click.IntRange(min=1), help="Results asked for per page.")
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+
+
+def _echo_listing(items, as_json: bool, line, record) -> None:
+    "Print a listing as it arrives (one line each), or all of it as one JSON array."
+    if as_json:
+        click.echo(json.dumps([record(item) for item in items], indent=2))
+        return
+    for item in items:
+        click.echo(printable(line(item)))
+
+
+@cli.command()
+@click.argument("reference")
+@click.option("--full-ref", is_flag=True, help="Print whole references (registry/repository:tag), not bare tags.")
+@limit_option
+@page_size_option
+@json_option
+@registry_options
+def tags(reference, full_ref, limit, page_size, as_json, client_options):
+    """List the tags of REFERENCE's repository (like `crane ls`).
+
+    \b
+    Example:
+        layerslayer tags localhost:5000/team/app --full-ref | layerslayer index app.db --from-file -
+    """
+    from .discovery import list_tags
+
+    refs = list_tags(client_options, reference, page_size=page_size, limit=limit)
+    _echo_listing(refs, as_json, lambda r: str(r) if full_ref else r.tag,
+                  lambda r: {"reference": str(r), "tag": r.tag})
+
+
+@cli.command()
+@click.argument("registry")
+@click.option("--full-ref", is_flag=True, help="Print registry/repository, not bare repository names.")
+@limit_option
+@page_size_option
+@json_option
+@registry_options
+def catalog(registry, full_ref, limit, page_size, as_json, client_options):
+    """List the repositories of REGISTRY's catalog (like `crane catalog`).
+
+    \b
+    Example:
+        layerslayer catalog localhost:5000 --limit 100
+    """
+    from .discovery import list_catalog
+
+    refs = list_catalog(client_options, registry, page_size=page_size, limit=limit)
+    _echo_listing(refs, as_json, lambda r: r.name if full_ref else r.repository,
+                  lambda r: {"reference": r.name, "repository": r.repository})
+
+
+@cli.command()
+@click.argument("namespace", metavar="docker.io/NAMESPACE")
+@limit_option
+@page_size_option
+@json_option
+@registry_options
+def repos(namespace, limit, page_size, as_json, client_options):
+    """List the repositories of a Docker Hub user or organisation (the Hub's own API).
+
+    Docker Hub has no catalog; this is its listing of one namespace. The Hub's
+    address can be changed with $LAYERSLAYER_HUB_URL.
+
+    \b
+    Example:
+        layerslayer repos docker.io/bitnami --limit 50 | layerslayer index hub.db --from-file -
+    """
+    from .discovery import HubClient, hub_namespace
+
+    found = HubClient(client_options).repositories(hub_namespace(namespace), page_size=page_size, limit=limit)
+    _echo_listing(found, as_json, lambda r: r.reference.short, lambda r: r.as_dict())
+
+
+@cli.command()
+@click.argument("keyword")
+@click.option("--official", is_flag=True, help="Only Docker Official Images.")
+@limit_option
+@page_size_option
+@json_option
+@registry_options
+def search(keyword, official, limit, page_size, as_json, client_options):
+    """Search Docker Hub for repositories matching KEYWORD (the Hub's search API).
+
+    \b
+    Example:
+        layerslayer search postgres --limit 20 --json
+    """
+    from .discovery import HubClient
+
+    found = HubClient(client_options).search(keyword, page_size=page_size, limit=limit, official=official)
+    _echo_listing(found, as_json, lambda r: r.reference.short, lambda r: r.as_dict())
+
+
+@cli.command()
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("shards", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--quiet", "-q", is_flag=True, help="Print only errors and the summary line.")
+def merge(out, shards, quiet):
+    """Merge the indexes SHARDS into OUT (created if missing).
+
+    Layers are matched by digest and each layer's listing is copied once,
+    so merging is idempotent: shards may overlap, and a merge that was
+    interrupted is finished by running it again. Shards of another schema
+    version are refused.
+
+    \b
+    Example:
+        layerslayer merge all.db crawl-a.db crawl-b.db
+    """
+    from . import store
+    db = store.open_db(out)
+    totals = dict.fromkeys(("images", "platforms", "layers_indexed", "files"), 0)
+    try:
+        for shard in shards:
+            counts = store.merge_index(db, shard)
+            for key in totals:
+                totals[key] += counts[key]
+            if not quiet:
+                click.echo(f"{printable(str(shard))}: {counts['images']} images, {counts['platforms']} platforms, "
+                           f"{counts['layers_indexed']} layers, {counts['files']:,} files new", err=True)
+    finally:
+        db.close()
+    click.echo(f"Merged {len(shards)} shard{'s' if len(shards) != 1 else ''}: {totals['images']} images, "
+               f"{totals['platforms']} platforms, {totals['layers_indexed']} layers, {totals['files']:,} files added")
 
 
 # -- save / export / extract (issue 5) ------------------------------------------------
@@ -805,7 +1005,7 @@ def cat(reference, path, platform, layer, db_path, verify, client_options):
         )
     except UsageError as error:
         raise click.UsageError(str(error))
-    from .query import printable
+    from .display import printable
 
     for refused in report.refused:
         click.echo(f"Error: {printable(refused.reason)}", err=True)

@@ -427,7 +427,7 @@ class InspectReport:
 
 def _config_lines(runtime: dict) -> list[str]:
     "The runtime config for `inspect`, every value escaped (configs are untrusted text)."
-    from .query import printable
+    from .display import printable
 
     def text(value) -> str:
         return printable(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))

@@ -388,6 +388,22 @@ def record_platform(db, image_id: int, ref: Reference, image: PlatformImage,
     return platform_id
 
 
+def load_image(client: RegistryClient, ref: Reference, platform: str | None,
+               all_platforms: bool) -> tuple[ResolvedImage, list[PlatformImage]]:
+    """Resolve a reference and load the platforms to index (the one asked for,
+    or all); a ``platform`` the image lacks is an error, as in inspect and save."""
+    resolved = resolve(client, ref)
+    if not resolved.is_index:
+        wanted = [resolved.platforms[0]]
+    elif all_platforms:
+        wanted = resolved.real_platforms
+    else:
+        wanted = [select_platform(resolved, platform)]
+    images = [load_platform(client, resolved, info) for info in wanted]
+    check_single_platform(resolved, images[0], platform)
+    return resolved, images
+
+
 def _index_from_toc(db, client: RegistryClient, job: LayerJob, progress: Progress) -> tuple[int, int]:
     "List a lazy-pull layer from its table of contents: two Range requests, not the blob."
     fetched = 0
@@ -460,16 +476,7 @@ class Indexer:
 
     def add_reference(self, ref: Reference) -> None:
         "Record an image, its platforms, history and layer stacks; queue its new layers."
-        client = self.client(ref.registry)
-        resolved = resolve(client, ref)
-        if not resolved.is_index:
-            wanted = [resolved.platforms[0]]
-        elif self.all_platforms:
-            wanted = resolved.real_platforms
-        else:
-            wanted = [select_platform(resolved, self.platform)]
-        images = [load_platform(client, resolved, platform) for platform in wanted]
-        check_single_platform(resolved, images[0], self.platform)  # as inspect and save do
+        resolved, images = load_image(self.client(ref.registry), ref, self.platform, self.all_platforms)
         image_id = record_image(self.db, ref, resolved)
         self._recorded.add(ref.short)
         self.summary.images += 1

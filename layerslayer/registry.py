@@ -144,6 +144,7 @@ class RegistryClient:
 
             warnings.filterwarnings("ignore", category=InsecureRequestWarning)
         self.bytes_downloaded = 0
+        self.pacer = None  # a pacing.Pacer shares 429 / RateLimit pauses with other clients
         self._scheme = "http" if plain_http else "https"
         # Loopback registries fall back to HTTP when HTTPS fails, as docker does.
         self._may_fall_back = not plain_http and is_loopback(registry)
@@ -214,6 +215,8 @@ class RegistryClient:
         attempt = 0
         while True:
             attempt += 1
+            if self.pacer is not None:
+                self.pacer.wait(host)
             try:
                 with deadline.watching():
                     response = self.session.request(
@@ -251,6 +254,8 @@ class RegistryClient:
                 raise NetworkError(f"request to {host} failed: {short_reason(error)}")
             if url.startswith("https://"):
                 self._may_fall_back = False
+            if self.pacer is not None:
+                self.pacer.observe(host, response.status_code, response.headers)
             if response.status_code in RETRY_STATUSES and attempt < self.retries and time.monotonic() < retry_until:
                 retry_after = response.headers.get("Retry-After")
                 response.close()
