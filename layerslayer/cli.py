@@ -445,15 +445,16 @@ def index(db, references, from_file, platform, all_platforms, all_tags, catalog,
     if workers or scheduler:
         from .crawl import crawl
 
-        if scan or keep_values:
-            # Crawl workers list layers but do not scan them yet: say so rather than skip it quietly.
-            raise click.UsageError("--scan and --keep-values do not work with --workers/--scheduler yet")
+        if scan:
+            # A crawl does not stream layers again that were indexed without scanning: say so rather than skip it.
+            raise click.UsageError("--scan does not work with --workers/--scheduler yet (the default scan does)")
         progress = QuietCrawlProgress() if quiet else CrawlTerminalProgress(live=sys.stderr.isatty())
         try:
             summary = crawl(
                 db, refs, options=client_options, platform=platform, all_platforms=all_platforms,
                 all_tags=all_tags, page_size=page_size, workers=workers, scheduler=scheduler,
-                shard_dir=shard_dir, progress=progress,
+                shard_dir=shard_dir, progress=progress, span=span_bytes, scan=scan, scan_max_size=max_size,
+                keep_values=keep_values,
             )
         finally:
             progress.close()

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import store
+from . import secretscan, seekable, store, toc
 from .errors import LayerslayerError, UsageError
 from .indexer import IndexSummary, LayerJob, index_layer, load_image, record_image, record_platform
 from .options import ClientOptions
@@ -72,6 +72,7 @@ class CrawlSettings:
     platform: str | None
     all_platforms: bool
     shard_dir: str
+    span: int = seekable.DEFAULT_SPAN  # checkpoints in big gzip layers, as index --span
 
 
 # -- on the workers -------------------------------------------------------------------
@@ -162,7 +163,7 @@ def layer_task(job: LayerJob, settings: CrawlSettings) -> dict:
     "Index one layer into this worker's shard (a task)."
     path = _shard(settings)
     try:
-        entries, nbytes = index_layer(path, _client(settings, job.registry), job)
+        entries, nbytes = index_layer(path, _client(settings, job.registry), job, span=settings.span)
     except LayerslayerError as error:
         return {"digest": job.digest, "error": str(error)}
     return {"digest": job.digest, "entries": entries, "bytes": nbytes, "shard": str(path)}
@@ -267,10 +268,17 @@ def crawl(
     scheduler: str | None = None,
     shard_dir=None,
     progress: CrawlProgress | None = None,
+    span: int = seekable.DEFAULT_SPAN,
+    scan: bool | None = None,
+    scan_max_size: int = secretscan.DEFAULT_MAX_SIZE,
+    keep_values: bool = False,
 ) -> CrawlSummary:
     """Index images on a Dask cluster: a local one of ``workers`` processes,
     or the one whose scheduler is at ``scheduler``. Same result as
-    ``indexer.index_images``; see the module's docstring for the plan."""
+    ``indexer.index_images`` (``span``, ``scan``, ``scan_max_size`` and
+    ``keep_values`` as there, except that ``scan=True`` does not re-scan
+    layers indexed earlier without scanning); see the module's docstring
+    for the plan."""
     options = options or ClientOptions()
     progress = progress or CrawlProgress()
     if (workers is None) == (scheduler is None):
@@ -280,7 +288,7 @@ def crawl(
                          "or give the workers their own credentials (docker config.json)")
     shard_dir = Path(shard_dir) if shard_dir else default_shard_dir(db_path)
     shard_dir.mkdir(parents=True, exist_ok=True)
-    settings = CrawlSettings(options, platform, all_platforms, str(shard_dir.resolve()))
+    settings = CrawlSettings(options, platform, all_platforms, str(shard_dir.resolve()), span)
     summary = CrawlSummary()
     started = time.monotonic()
     db = store.open_db(db_path)
@@ -292,10 +300,14 @@ def crawl(
         with _cluster(workers, scheduler) as client:
             summary.startup_seconds = time.monotonic() - started
             summary.workers = len(client.scheduler_info()["workers"])
-            coordinator = _Coordinator(db, client, settings, summary, progress, shard_dir)
+            coordinator = _Coordinator(db, client, settings, summary, progress, shard_dir,
+                                       scan=scan, scan_max_size=scan_max_size, keep_values=keep_values)
             coordinator.run(refs)
         merged = _merge_shards(db, _shard_files(shard_dir), progress)
         missing = sum(store.layer_status(db, digest) != "indexed" for digest in coordinator.done_digests)
+        if coordinator.scanner is not None:
+            found = store.count_findings(db, coordinator.platform_ids)
+            summary.findings = found if (found or scan) else None
         if not missing and not scheduler:
             # Everything in them is in the index now, and their workers are
             # gone (a remote cluster's workers keep theirs open: merged again
@@ -371,8 +383,18 @@ class _cluster:
 
 
 class _Coordinator:
-    def __init__(self, db, client, settings: CrawlSettings, summary: IndexSummary, progress: CrawlProgress, shard_dir: Path):
+    def __init__(self, db, client, settings: CrawlSettings, summary: IndexSummary, progress: CrawlProgress,
+                 shard_dir: Path, *, scan: bool | None = None, scan_max_size: int = secretscan.DEFAULT_MAX_SIZE,
+                 keep_values: bool = False):
         self.db, self.client, self.settings = db, client, settings
+        # Secrets as indexer.Indexer scans them: the workers scan the layers,
+        # this process the configs and build steps it records.
+        if scan is None and not secretscan.fast_prefilter():
+            scan = False
+        self.scan, self.keep_values = scan, keep_values
+        self.scan_max_size = scan_max_size if scan is not False else None
+        self.scanner = secretscan.Scanner(scan_max_size) if scan is not False else None
+        self.platform_ids: list[int] = []
         self.summary, self.progress, self.shard_dir = summary, progress, shard_dir
         self.status = CrawlStatus()
         self.seen: set[str] = set()
@@ -453,7 +475,7 @@ class _Coordinator:
         self.summary.images += 1
         jobs = []
         for image in result["images"]:
-            record_platform(self.db, image_id, ref, image)
+            self.platform_ids.append(record_platform(self.db, image_id, ref, image, self.scanner, self.keep_values))
             self.summary.platforms += 1
             for layer in image.layers:
                 if layer.foreign:
@@ -463,7 +485,11 @@ class _Coordinator:
                     self.seen.add(layer.digest)
                 else:
                     self.seen.add(layer.digest)
-                    jobs.append(LayerJob(layer.digest, layer.media_type, layer.size, layer.annotations, ref.registry, ref.repository))
+                    scan_max_size = self.scan_max_size
+                    if self.scan is None and toc.toc_kind(layer.annotations) is not None:
+                        scan_max_size = None  # by default a lazy-pull layer is listed from its TOC, as index does
+                    jobs.append(LayerJob(layer.digest, layer.media_type, layer.size, layer.annotations, ref.registry,
+                                         ref.repository, scan_max_size, self.keep_values))
                     self.sizes[layer.digest] = layer.size or 0
                     self.status.layers_queued += 1
                     self.status.bytes_queued += layer.size or 0

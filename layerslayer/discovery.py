@@ -112,7 +112,7 @@ class HubClient:
         # is not where registry passwords belong.
         self.client = RegistryClient(
             self.host, plain_http=parsed.scheme == "http", insecure=options.insecure,
-            timeout=options.timeout, retries=options.retries,
+            timeout=options.timeout, retries=options.retries, registry_api=False,
         )
         self.waited = 0.0  # seconds spent waiting for the rate limit to reset
 

@@ -125,6 +125,7 @@ class RegistryClient:
         token_file=None,
         session: requests.Session | None = None,
         credentials_problem: str | None = None,
+        registry_api: bool = True,
     ):
         self.registry = registry
         self.timeout = timeout if isinstance(timeout, tuple) else (min(timeout, 10), timeout)
@@ -149,7 +150,9 @@ class RegistryClient:
         # Loopback registries fall back to HTTP when HTTPS fails, as docker does.
         self._may_fall_back = not plain_http and is_loopback(registry)
         self._told: set[str] = set()  # warnings given once per client
-        self._is_registry: bool | None = None
+        # Known for a client of another API on the same transport (the Hub's web API):
+        # never probed with GET /v2/, so its 404s are its own.
+        self._is_registry: bool | None = None if registry_api else True
         self.auth = Authenticator(registry, credentials, token_file, fetch=self._fetch_for_auth,
                                   may_send_credentials=self.may_send_credentials, problem=credentials_problem)
 

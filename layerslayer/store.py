@@ -1412,7 +1412,8 @@ def _merge_attached(conn: sqlite3.Connection, shard_tables: dict[str, str]) -> d
         conn.execute(_FILL_DELETIONS, [layer_id])
     conn.execute(
         "UPDATE layers SET status = 'indexed', entries = s.entries, listed_via = s.listed_via, bytes_read = s.bytes_read, "
-        "indexed_at = s.indexed_at, error = NULL FROM temp.merge_copy c JOIN shard.layers s ON s.id = c.old WHERE layers.id = c.new"
+        "indexed_at = s.indexed_at, error = NULL, note = s.note, scanned = s.scanned "
+        "FROM temp.merge_copy c JOIN shard.layers s ON s.id = c.old WHERE layers.id = c.new"
     )
     counts["layers_indexed"] = len(copied)
     for table in sorted(set(shard_tables) - _MERGE_KNOWN):
@@ -1436,7 +1437,7 @@ def _merge_extra_table(conn: sqlite3.Connection, table: str, sql: str | None) ->
         raise MergeError(f"merge does not know how to merge table {table} (it refers to {', '.join(sorted(set(unknown.values())))})")
     # An INTEGER PRIMARY KEY is a fresh rowid here.
     keep = [c for c in columns if not (pk == [c] and c == "id")]
-    select, joins = [], []
+    select, joins, wheres = [], [], []
     for i, col in enumerate(keep):
         parent = fks.get(col)
         if parent is None:
@@ -1444,9 +1445,13 @@ def _merge_extra_table(conn: sqlite3.Connection, table: str, sql: str | None) ->
             continue
         alias = f"m{i}"
         source = "temp.merge_copy" if parent == "layers" else f"temp.{_MERGE_MAPS[parent]}"
-        joins.append(f"JOIN {source} {alias} ON {alias}.old = s.[{col}]")
+        # A NULL reference stays NULL (a finding is tied to a layer or to a
+        # platform); a set one must be translated, or the row does not come.
+        joins.append(f"LEFT JOIN {source} {alias} ON {alias}.old = s.[{col}]")
+        wheres.append(f"(s.[{col}] IS NULL OR {alias}.new IS NOT NULL)")
         select.append(f"{alias}.new")
     conn.execute(
         f"INSERT OR IGNORE INTO main.[{table}] ({', '.join(f'[{c}]' for c in keep)}) "
         f"SELECT {', '.join(select)} FROM shard.[{table}] s {' '.join(joins)}"
+        + (f" WHERE {' AND '.join(wheres)}" if wheres else "")
     )

@@ -165,7 +165,7 @@ def test_crawl_option_errors(tmp_path):
 
 def test_status_line():
     status = CrawlStatus(images_total=300, images_done=150, layers_done=40, layers_queued=100,
-                         layer_bytes=50 << 20, bytes_queued=100 << 20, bytes_done_queued=50 << 20, failures=2,
+                         layer_bytes=50_000_000, bytes_queued=100_000_000, bytes_done_queued=50_000_000, failures=2,
                          paused={"registry-1.docker.io": 12.4})
     status.started -= 30
     assert status.as_line() == (

@@ -3,7 +3,7 @@
 Two indexes built in different orders (one process, or shards merged) hold
 the same facts under different row ids and times. ``canonical(path)`` maps
 ``id`` / ``image_id`` / ``platform_id`` / ``layer_id`` / ``path_id`` to the
-natural keys (image: registry, repository, tag, digest; platform: its image
+natural keys (other tables' own row ids, e.g. findings', are dropped) (image: registry, repository, tag, digest; platform: its image
 and manifest digest; layer: digest; path: text and bytes), drops
 ``indexed_at``, and returns ``{relation: sorted rows}``. The FTS index is
 represented by its integrity check and the paths a few trigram queries find.
@@ -44,6 +44,8 @@ def canonical(path) -> dict[str, list]:
                 for col, value in zip(columns, row):
                     if col == "indexed_at":
                         continue
+                    if (col == "id" and name not in own) or col == "finding_id":
+                        continue  # a row id of its own (findings): the row's other columns say what it is
                     if col == "id" and name in own:
                         value = own[name][value]
                     elif col in maps and value is not None:
