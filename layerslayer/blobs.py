@@ -2116,7 +2116,7 @@ def cat_indexed(client: RegistryClient, repository: str, layers: Sequence, patte
     from .store import open_db
 
     started = time.monotonic()
-    db = open_db(db_path, must_exist=True)
+    db = open_db(db_path, read_only=True)
     try:
         plans = plan_from_index(db, layers, [pattern], merged=merged)
     finally:

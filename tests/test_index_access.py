@@ -76,7 +76,7 @@ def test_reading_commands_work_on_a_read_only_file_system(index, image):
 
 
 def test_export_and_extract_read_an_index_on_a_read_only_file_system(index, image, tmp_path):
-    "The other two commands that read an index (export DB, extract --db DB) write their files elsewhere."
+    "The other commands that read an index (export DB, extract --db DB, cat --db DB) write their files elsewhere."
     before = snapshot(index.parent)
     out = tmp_path / "out"
     exported = run_readonly(index.parent, [*LAYSLAYER, "export", str(index), "--match", "id_rsa", "--files",
@@ -87,6 +87,9 @@ def test_export_and_extract_read_an_index_on_a_read_only_file_system(index, imag
                                             "-o", str(out / "extract")])
     assert extracted.returncode == 0, extracted.stderr
     assert (out / "extract" / "root/.ssh/id_rsa").read_text() == "KEY"
+    shown = run_readonly(index.parent, [*LAYSLAYER, "cat", image.ref, "/root/.ssh/id_rsa", "--db", str(index)])
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == "KEY"
     assert snapshot(index.parent) == before
 
 
