@@ -1048,15 +1048,10 @@ def ranged_chunks(client: RegistryClient, repository: str, digest: str, size: in
             log.debug("%s: %s; reading it in one request", digest, error)
             if on_whole:
                 on_whole(str(error))
-            skip = offset
+            from .seekable import skip_bytes
+
             whole = size if blob_size is None else blob_size
-            for chunk in client.iter_blob(repository, digest, chunk_size=chunk_size, size=whole):
-                if skip:
-                    if len(chunk) <= skip:
-                        skip -= len(chunk)
-                        continue
-                    chunk = chunk[skip:]
-                    skip = 0
+            for chunk in skip_bytes(client.iter_blob(repository, digest, chunk_size=chunk_size, size=whole), offset):
                 if offset + len(chunk) > size:
                     chunk = chunk[: size - offset]
                 offset += len(chunk)

@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from . import secretscan, seekable, store, toc
+from . import secretscan, seekable, store
 from .errors import LayerslayerError, UsageError
-from .indexer import IndexSummary, LayerJob, index_layer, load_image, record_image, record_platform
+from .indexer import IndexSummary, LayerJob, ScanPlan, index_layer, load_image, record_image, record_platform
 from .options import ClientOptions
 from .pacing import Pacer
 from .reference import Reference, parse_reference
@@ -389,11 +389,8 @@ class _Coordinator:
         self.db, self.client, self.settings = db, client, settings
         # Secrets as indexer.Indexer scans them: the workers scan the layers,
         # this process the configs and build steps it records.
-        if scan is None and not secretscan.fast_prefilter():
-            scan = False
-        self.scan, self.keep_values = scan, keep_values
-        self.scan_max_size = scan_max_size if scan is not False else None
-        self.scanner = secretscan.Scanner(scan_max_size) if scan is not False else None
+        self.scan_plan = ScanPlan.of(scan, scan_max_size, keep_values)
+        self.scanner = self.scan_plan.scanner
         self.platform_ids: list[int] = []
         self.summary, self.progress, self.shard_dir = summary, progress, shard_dir
         self.status = CrawlStatus()
@@ -475,7 +472,7 @@ class _Coordinator:
         self.summary.images += 1
         jobs = []
         for image in result["images"]:
-            self.platform_ids.append(record_platform(self.db, image_id, ref, image, self.scanner, self.keep_values))
+            self.platform_ids.append(record_platform(self.db, image_id, ref, image, self.scanner, self.scan_plan.keep_values))
             self.summary.platforms += 1
             for layer in image.layers:
                 if layer.foreign:
@@ -485,11 +482,9 @@ class _Coordinator:
                     self.seen.add(layer.digest)
                 else:
                     self.seen.add(layer.digest)
-                    scan_max_size = self.scan_max_size
-                    if self.scan is None and toc.toc_kind(layer.annotations) is not None:
-                        scan_max_size = None  # by default a lazy-pull layer is listed from its TOC, as index does
                     jobs.append(LayerJob(layer.digest, layer.media_type, layer.size, layer.annotations, ref.registry,
-                                         ref.repository, scan_max_size, self.keep_values))
+                                         ref.repository, self.scan_plan.layer_cap(layer.annotations),
+                                         self.scan_plan.keep_values))
                     self.sizes[layer.digest] = layer.size or 0
                     self.status.layers_queued += 1
                     self.status.bytes_queued += layer.size or 0

@@ -50,6 +50,34 @@ class LayerJob:
 
 
 @dataclass
+class ScanPlan:
+    """How a run scans for secrets (see :func:`index_images`): ``scan`` True
+    scans every layer (a lazy-pull one is then streamed, and a layer indexed
+    earlier without scanning is streamed once more); None (the default) scans
+    what is streamed anyway, and nothing without the fast prefilter; False
+    nothing. ``scanner`` scans configs and build steps (None: no scanning)."""
+
+    scan: bool | None
+    max_size: int | None
+    keep_values: bool
+    scanner: "secretscan.Scanner | None"
+
+    @classmethod
+    def of(cls, scan: bool | None, max_size: int, keep_values: bool) -> "ScanPlan":
+        if scan is None and not secretscan.fast_prefilter():
+            scan = False
+        scanning = scan is not False
+        return cls(scan, max_size if scanning else None, keep_values,
+                   secretscan.Scanner(max_size) if scanning else None)
+
+    def layer_cap(self, annotations: dict | None) -> int | None:
+        "The scan cap for a layer's files: None for a lazy-pull layer listed from its TOC by default."
+        if self.scan is None and toc.toc_kind(annotations) is not None:
+            return None
+        return self.max_size
+
+
+@dataclass
 class IndexSummary:
     images: int = 0  # image references worked on, recorded or failed
     images_failed: int = 0  # of those, the ones that failed or lost a layer
@@ -441,15 +469,8 @@ class Indexer:
     ):
         self.db_path = Path(db_path)
         self.span = span
-        # scan: True scans every layer (a lazy-pull one is then streamed, and a layer indexed
-        # earlier without scanning is streamed once more); None (the default) scans what is
-        # streamed anyway; False nothing.
-        if scan is None and not secretscan.fast_prefilter():
-            scan = False
-        self.scan = scan
-        self.scan_max_size = scan_max_size if scan is not False else None
-        self.keep_values = keep_values
-        self.scanner = secretscan.Scanner(scan_max_size) if scan is not False else None
+        self.scan_plan = ScanPlan.of(scan, scan_max_size, keep_values)
+        self.scanner = self.scan_plan.scanner
         self.platform_ids: list[int] = []
         self.options = options or ClientOptions()
         self.platform = platform
@@ -481,7 +502,7 @@ class Indexer:
         self._recorded.add(ref.short)
         self.summary.images += 1
         for image in images:
-            self.platform_ids.append(record_platform(self.db, image_id, ref, image, self.scanner, self.keep_values))
+            self.platform_ids.append(record_platform(self.db, image_id, ref, image, self.scanner, self.scan_plan.keep_values))
             self.summary.platforms += 1
             for layer in image.layers:
                 self._layers_of.setdefault(ref.short, set()).add(layer.digest)
@@ -494,14 +515,11 @@ class Indexer:
         if layer.digest in self._jobs:
             self.summary.layers_reused += 1
             return
-        scan_max_size = self.scan_max_size
-        if self.scan is None and toc.toc_kind(layer.annotations) is not None:
-            scan_max_size = None  # by default a lazy-pull layer is listed from its TOC, not streamed to be scanned
         job = LayerJob(layer.digest, layer.media_type, layer.size, layer.annotations, ref.registry, ref.repository,
-                       scan_max_size, self.keep_values)
+                       self.scan_plan.layer_cap(layer.annotations), self.scan_plan.keep_values)
         if store.layer_status(self.db, layer.digest) == "indexed":
             scanned = store.layer_scanned(self.db, layer.digest)
-            if self.scan is not True or (scanned is not None and scanned >= self.scan_max_size):
+            if self.scan_plan.scan is not True or (scanned is not None and scanned >= self.scan_plan.max_size):
                 self.summary.layers_reused += 1
                 self._jobs[layer.digest] = None  # seen: counts as reused next time too
                 return

@@ -376,7 +376,8 @@ def plan_seek(rows: list[tuple[int, int, bytes]], extents: dict[int, tuple[int, 
     return SeekPlan(point, point.start, end, first, {offset: size for offset, (_, size) in extents.items()})
 
 
-def _skip(chunks: Iterable[bytes], n: int) -> Iterator[bytes]:
+def skip_bytes(chunks: Iterable[bytes], n: int) -> Iterator[bytes]:
+    "``chunks`` without their first ``n`` bytes."
     for chunk in chunks:
         if n:
             if len(chunk) <= n:
@@ -403,7 +404,7 @@ class SeekStream:
         self.complete = False
         self._raw = chunks
         self._counted = self._count()
-        tar = _skip(inflate_from(self._counted, plan.point), plan.first - plan.point.out)
+        tar = skip_bytes(inflate_from(self._counted, plan.point), plan.first - plan.point.out)
         self.reader = TarReader(tar, drain=False)
 
     def _count(self) -> Iterator[bytes]:
