@@ -382,13 +382,13 @@ class InspectReport:
         "The exact bytes the registry served for the ``manifest``, ``config`` or ``index``."
         if what == "index":
             if not self.resolved.is_index:
-                raise UsageError(f"{self.resolved.reference.short} is a single-platform image: it has no index (try --raw manifest)")
+                raise UsageError(f"{self.resolved.reference.short} is a single-platform image: it has no index, only a manifest")
             return self.resolved.manifest.body
         if what == "manifest":
             return self.image.manifest_body
         if what == "config":
             return self.image.config_body
-        raise UsageError(f"--raw takes manifest, config or index, not {what!r}")
+        raise UsageError(f"raw takes 'manifest', 'config' or 'index', not {what!r}")
 
     def as_text(self) -> str:
         resolved, image = self.resolved, self.image

@@ -907,7 +907,7 @@ class FindQuery:
             raise UsageError(str(e)) from None
         parsed = typed + [p for included, _ in preset_parts for p in included]
         if not parsed:
-            raise UsageError("give at least one PATTERN or --preset")
+            raise UsageError("give at least one pattern or preset")
         try:
             self.matcher = _combined_matcher(typed, preset_parts, excluded)
         except re.error as e:
@@ -929,11 +929,11 @@ class FindQuery:
         self.min_size = parse_size(min_size) if min_size is not None else None
         self.max_size = parse_size(max_size) if max_size is not None else None
         if deleted and visible:
-            raise UsageError("--deleted and --visible exclude each other (a deleted file is not visible)")
+            raise UsageError("deleted and visible exclude each other (a deleted file is not visible)")
         self.deleted = deleted
         self.visible = visible
         if limit is not None and limit < 0:
-            raise UsageError("--limit must be positive")
+            raise UsageError("limit must be 0 or more")
         self.limit = limit
         # Scope
         self.image_ids = _resolve_images(db, images) if images else None
@@ -1473,7 +1473,7 @@ def _cut(hits: list[Hit], top: int, depth: int) -> list[Hit]:
     with an implicit directory row for each directory within reach that only
     deeper entries imply (tars need not hold an entry for every directory)."""
     if depth < 0:
-        raise UsageError("--depth must be 0 or more")
+        raise UsageError("depth must be 0 or more")
     present = {h.path for h in hits}
     kept: list[Hit] = []
     implied: dict[str, Hit] = {}
