@@ -90,10 +90,6 @@ def headings(page: Path) -> set[str]:
     return {anchor(m.group(1)) for m in re.finditer(r"^#+ (.+)$", text, re.M)}
 
 
-# Pages written on other branches at the same time; drop an entry once its page is merged.
-WRITTEN_ELSEWHERE = {"docs/api.md"}
-
-
 @pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(ROOT).as_posix() for p in PAGES])
 def test_links_hold(page):
     "Every relative link names a file that exists and, with #anchor, one of its headings."
@@ -103,8 +99,6 @@ def test_links_hold(page):
             continue
         path, _, fragment = target.partition("#")
         linked = (page.parent / path).resolve() if path else page
-        if linked.relative_to(ROOT).as_posix() in WRITTEN_ELSEWHERE:
-            continue
         assert linked.exists(), f"{target}: no such file"
         if fragment:
             assert fragment in headings(linked), f"{target}: no such heading"
