@@ -139,8 +139,8 @@ def _digest_only(ctx: click.Context, param: click.Parameter, value):
         except LayerslayerError as error:
             raise click.BadParameter(str(error), ctx, param) from None
         if selector.index is not None:
-            raise click.BadParameter(f"{text!r} is a layer index; give the layer's digest (sha256:<hex>, or 4+ hex digits)",
-                                     ctx, param)
+            raise click.BadParameter(
+                f"{text!r} is a layer index; give the layer's digest (sha256:<hex>, or {MIN_PREFIX}+ hex digits)", ctx, param)
     return value
 
 

@@ -37,12 +37,13 @@ from .reference import host_platform_string, parse_platform
 
 T = TypeVar("T")
 
-#: The rule in a sentence, for --help.
-LAYER_RULE = ("N (0 = base, -1 = top) or a digest (sha256:<hex>, or a unique prefix of 4+ hex digits); "
-              "a number is an index when shorter than 4 digits or when the image has that layer, else a digest prefix")
-
 #: Fewest hex digits taken as a digest prefix.
 MIN_PREFIX = 4
+
+#: The rule in a sentence, for --help.
+LAYER_RULE = (f"N (0 = base, -1 = top) or a digest (sha256:<hex>, or a unique prefix of {MIN_PREFIX}+ hex digits); "
+              f"a number is an index when shorter than {MIN_PREFIX} digits or when the image has that layer, "
+              "else a digest prefix")
 
 _NUMBER = re.compile(r"-?[0-9]+")
 _HEX = re.compile(rf"[0-9a-f]{{{MIN_PREFIX},128}}")
