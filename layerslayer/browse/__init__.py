@@ -25,11 +25,12 @@ databases in the same Datasette are left alone):
 
 :mod:`.server` is the ``browse`` command: it starts Datasette with this plugin.
 
-Porting to Datasette 1.0 touches this module and :mod:`.metadata`: the
-``get_metadata`` hook is gone there (the metadata is applied at ``startup``
-instead), and the permission check of :func:`.databases.check_access`
-(``ensure_permissions``) follows 1.0's permission API. Canned queries, cells,
-facets, routes and templates keep their hooks.
+Porting to Datasette 1.0 touches this module and :mod:`.metadata`: 1.0 has
+no ``get_metadata`` hook (the same data is applied at ``startup`` instead,
+see :mod:`.metadata`). Canned queries, cells, facets, routes and SQL functions
+keep their hooks. Two things outside those files to check
+then: the one ``ensure_permissions`` call (:func:`.databases.check_access`),
+which 1.0's later alphas rework, and the block names ``templates/`` extends.
 """
 
 from __future__ import annotations
