@@ -1113,7 +1113,7 @@ def browse(db, host, port, open_browser, client_options):
         layerslayer browse images.db
         layerslayer browse images.db --port 8080 --open
     """
-    from .browse import browse as serve
+    from .browse.server import browse as serve
 
     serve(db, host=host, port=port, open_browser=open_browser,
           echo=click.echo, warn=lambda text: click.echo(text, err=True), options=client_options)
