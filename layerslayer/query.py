@@ -81,7 +81,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 from . import overlay
 from .display import mode_string, printable  # noqa: F401  (the one escaper; callers may still say query.printable)
 from .errors import UsageError
-from .oci import ENTRY_TYPES, OPAQUE, TYPE_CODES, TYPE_LETTERS, WHITEOUT, is_whiteout
+from .oci import DIGEST_ALGORITHMS, ENTRY_TYPES, OPAQUE, TYPE_CODES, TYPE_LETTERS, WHITEOUT, is_whiteout
 from .patterns import Pattern, compile_patterns, glob_tokens, parse_pattern
 from .presets import PRESETS, Preset, format_presets, get_preset
 from .store import path_from_row, path_text
@@ -369,7 +369,7 @@ def _digest_prefix(text: str) -> str | None:
     text = text.strip().lower()
     if ":" in text:
         algorithm, _, hex_part = text.partition(":")
-        if algorithm in ("sha256", "sha384", "sha512") and hex_part and _HEX.match(hex_part):
+        if algorithm in DIGEST_ALGORITHMS and hex_part and _HEX.match(hex_part):
             return text
         return None
     if len(text) >= 12 and _HEX.match(text):
