@@ -34,7 +34,7 @@ INDEX_TYPES = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
 MANIFEST_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 SCHEMA1_TYPES = frozenset({DOCKER_SCHEMA1_MANIFEST, DOCKER_SCHEMA1_SIGNED})
 #: The Accept header of a manifest request: every type we can read.
-MANIFEST_ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST])
+MANIFEST_ACCEPT = f"{OCI_INDEX}, {OCI_MANIFEST}, {DOCKER_MANIFEST_LIST}, {DOCKER_MANIFEST}"
 
 # Non-distributable ("foreign") layers live outside the registry (Windows base
 # layers): their media types say so with one of these words.
@@ -95,7 +95,7 @@ def layer_compression(media_type: str | None) -> str:
         return "gzip"
     if mt.endswith(("+zstd", ".zstd", "tar.zst", "/zstd")):
         return "zstd"
-    if mt.endswith((".tar", "/x-tar", "/tar")) or mt.endswith("layer.v1.tar"):
+    if mt.endswith((".tar", "/x-tar", "/tar", "layer.v1.tar")):
         return "none"
     return "auto"
 

@@ -34,8 +34,9 @@ functions take the same ``directories`` for that reason.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, Sequence, TypeVar
+from typing import TypeVar
 
 from .oci import (
     OPAQUE,

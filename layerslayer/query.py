@@ -50,7 +50,8 @@ How a ``find`` runs
    its own blob), ``deleted_in_layer``, ``deleted_by``, ``recreated`` and
    ``visible`` (present in the final merged filesystem), with exactly the
    rules of the ``ghost_files`` and ``visible_files`` views (see
-   ``layerslayer.migrations``).
+   ``layerslayer.migrations``) and of :mod:`layerslayer.overlay`, which states
+   them once in Python (``tests/test_overlay.py`` holds all three together).
 
 Whiteout markers themselves (``.wh.*``) are not files and never show up in
 ``find`` (``ls --layer N`` lists them).

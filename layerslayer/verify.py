@@ -29,7 +29,7 @@ class Digester:
     Raises VerificationError at construction for an algorithm weaker than sha256.
     """
 
-    __slots__ = ("digest", "size", "hasher", "count")
+    __slots__ = ("count", "digest", "hasher", "size")
 
     def __init__(self, digest: str | None, size: int | None = None):
         self.digest = digest

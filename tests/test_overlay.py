@@ -20,6 +20,7 @@ it reads :mod:`layerslayer.overlay`, add ``plan_extraction`` to
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import tarfile
@@ -113,7 +114,7 @@ def index_stack(db, stack: list[list[Member]]) -> list[list[Row]]:
         entries = list(tarstream.iter_entries([blob], "none"))
         listed.append(entries)
         if store.layer_status(db, digest) != "indexed":  # the same layer twice in a stack
-            write_listing(db, digest, iter(entries), lambda size=len(blob): size)
+            write_listing(db, digest, iter(entries), functools.partial(len, blob))
     image_id = store.upsert_image(db, Reference("registry.example", REPOSITORY, "1"), "sha256:" + "1" * 64, oci.OCI_MANIFEST)
     platform = PlatformInfo("linux", "amd64", None, "sha256:" + "2" * 64, oci.OCI_MANIFEST)
     platform_id = store.upsert_platform(db, image_id, platform, None)
