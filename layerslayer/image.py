@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from .display import human_size, printable
 from .errors import NotFound, RegistryError, UsageError
 from .oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, SCHEMA1_TYPES, is_attestation, is_digest, is_foreign
-from .reference import Reference, host_platform_string, parse_platform
+from .reference import Reference, parse_platform
 from .registry import Manifest, RegistryClient, load_json
+from .selectors import choose_platform
 
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
 
@@ -226,22 +227,17 @@ def platform_matches(platform: PlatformInfo, wanted: str) -> bool:
 
 
 def select_platform(resolved: ResolvedImage, wanted: str | None = None) -> PlatformInfo:
-    "The platform asked for, else the host's when present, else the first real one."
+    "The platform asked for, else the host's when present, else the first real one (``selectors.choose_platform``)."
     candidates = resolved.real_platforms
     if not resolved.is_index:
         return resolved.platforms[0]
     if not candidates:
         raise NotFound(f"{resolved.reference.short} has no platform images (only attestations)")
-    if wanted:
-        for platform in candidates:
-            if platform_matches(platform, wanted):
-                return platform
+    chosen = choose_platform([str(p) for p in candidates], wanted)
+    if chosen is None:
         available = ", ".join(str(p) for p in candidates)
         raise NotFound(f"{resolved.reference.short} has no platform {wanted} (available: {available})")
-    for platform in candidates:
-        if platform_matches(platform, host_platform_string()):
-            return platform
-    return candidates[0]
+    return candidates[chosen]
 
 
 def align_history(config: dict, layer_count: int) -> list[HistoryStep]:
@@ -372,13 +368,13 @@ class InspectReport:
         "The exact bytes the registry served for the ``manifest``, ``config`` or ``index``."
         if what == "index":
             if not self.resolved.is_index:
-                raise UsageError(f"{self.resolved.reference.short} is a single-platform image: it has no index (try --raw manifest)")
+                raise UsageError(f"{self.resolved.reference.short} is a single-platform image: it has no index, only a manifest")
             return self.resolved.manifest.body
         if what == "manifest":
             return self.image.manifest_body
         if what == "config":
             return self.image.config_body
-        raise UsageError(f"--raw takes manifest, config or index, not {what!r}")
+        raise UsageError(f"raw takes 'manifest', 'config' or 'index', not {what!r}")
 
     def as_text(self) -> str:
         resolved, image = self.resolved, self.image
