@@ -1157,8 +1157,7 @@ def _echo_table(headers: list[str], rows: list[list[str]]) -> None:
 
 
 def _hit_cells(hit, with_image: bool = True) -> list[str]:
-    from .display import human_size
-    from .query import format_mtime, printable
+    from .display import human_size, printable, short_mtime
 
     path = printable(hit.path)
     if hit.type == "symlink":
@@ -1175,7 +1174,7 @@ def _hit_cells(hit, with_image: bool = True) -> list[str]:
         path += f"  (deleted in layer {hit.deleted_in_layer}{', recreated' if hit.recreated else ''})"
     size = human_size(hit.size) if hit.type == "file" else "-"
     owner = "-" if hit.implicit else f"{printable(hit.uname or str(hit.uid))}/{printable(hit.gname or str(hit.gid))}"
-    cells = [str(hit.layer_index), hit.mode_string, owner, size, format_mtime(hit.mtime), path]
+    cells = [str(hit.layer_index), hit.mode_string, owner, size, short_mtime(hit.mtime), path]
     return ([printable(hit.image), printable(hit.platform or "-")] if with_image else []) + cells
 
 

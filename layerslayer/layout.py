@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import LayerslayerError, UsageError
+from .oci import OCI_CONFIG, OCI_INDEX
 from .registry import RegistryClient, sha256_digest
 
 FORMATS = ("oci", "docker-archive")
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 
 @dataclass

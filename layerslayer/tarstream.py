@@ -60,6 +60,8 @@ import isal.igzip_lib as _igzip_lib
 import zstandard
 
 from .errors import LayerslayerError
+from .oci import is_opaque_marker, is_whiteout
+from .oci import layer_compression as compression_of  # noqa: F401  (callers say tarstream.compression_of)
 
 __all__ = [
     "Entry",
@@ -137,13 +139,13 @@ class Entry:
 
     @property
     def whiteout(self) -> bool:
-        "True for overlay whiteouts: the basename starts with ``.wh.``."
-        return self.path.rpartition("/")[2].startswith(".wh.")
+        "True for overlay whiteouts (opaque markers included), see :mod:`layerslayer.oci`."
+        return is_whiteout(self.path)
 
     @property
     def opaque(self) -> bool:
-        "True for the opaque-directory marker ``.wh..wh..opq``."
-        return self.path.rpartition("/")[2] == ".wh..wh..opq"
+        "True for the opaque-directory marker."
+        return is_opaque_marker(self.path)
 
 
 # --- compression ------------------------------------------------------------
@@ -153,18 +155,6 @@ _IgzipDecompressor = _igzip_lib.IgzipDecompressor
 _DECOMP_GZIP = _igzip_lib.DECOMP_GZIP
 _GZIP_FEED = 64 << 10  # compressed bytes per decompress() call
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-
-
-def compression_of(media_type: str | None) -> str:
-    """Map a layer media type to "gzip", "zstd", "none" or "auto"."""
-    mt = (media_type or "").split(";", 1)[0].strip().lower()
-    if mt.endswith(("+gzip", ".gzip", "+gz", ".tgz", "tar.gz", "/gzip", "/x-gzip")):
-        return "gzip"
-    if mt.endswith(("+zstd", ".zstd", "tar.zst", "/zstd")):
-        return "zstd"
-    if mt.endswith((".tar", "/x-tar", "/tar")) or mt.endswith("layer.v1.tar"):
-        return "none"
-    return "auto"
 
 
 def sniff_compression(head: bytes) -> str:
