@@ -15,7 +15,6 @@ import shlex
 import stat
 
 from .oci import ENTRY_TYPES, MODE_CHARS, OPAQUE, REPLACES_DIRECTORY, WHITEOUT
-from .oci import is_digest, is_index as is_multi_platform  # noqa: F401  (the browse plugin's names for them)
 from .reference import Reference
 
 #: What ``entries.whiteout`` codes mean (the views show 0/1 flags instead).
