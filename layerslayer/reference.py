@@ -68,9 +68,6 @@ class Reference:
             return self._with_suffix(self.repository.removeprefix("library/"))
         return self._with_suffix(self.name)
 
-    def with_digest(self, digest: str) -> "Reference":
-        return Reference(self.registry, self.repository, self.tag, digest)
-
     def with_tag(self, tag: str) -> "Reference":
         return Reference(self.registry, self.repository, tag, None)
 

@@ -756,7 +756,6 @@ class LayerWriter:
         self.batch_size = batch_size
         self.count = 0
         self.skipped = False
-        self.committed = False
         #: (uncompressed offset, bit offset, packed window) rows committed with the layer
         self.checkpoints: list[tuple[int, int, bytes]] = []
         self._closed = False
@@ -999,7 +998,6 @@ class LayerWriter:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self.committed = True
         self._drop()
         return self.count
 
