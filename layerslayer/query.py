@@ -831,7 +831,15 @@ class FindQuery:
     named presets (case-insensitive). ``types`` are ``find -type`` letters or
     entry type names. Raises :class:`UsageError` (exit 2) for bad input and
     :class:`UnknownImage` for an ``--image`` that matches nothing.
+
+    ``source`` picks what drives the row query instead of letting the cost
+    estimate choose (the answer is the same): ``"paths"`` (the matching path
+    ids), ``"layers"`` (the layers in scope, joined to those ids) or
+    ``"layers-scan"`` (every entry of the layers in scope, matched in SQL).
     """
+
+    #: What can drive the row query (``source``).
+    SOURCES = ("paths", "layers", "layers-scan")
 
     def __init__(
         self,
@@ -851,7 +859,11 @@ class FindQuery:
         limit: int | None = None,
         exclude: Sequence[str] = (),
         with_secrets: bool = False,
+        source: str | None = None,
     ):
+        if source not in (None, *self.SOURCES):
+            raise UsageError(f"source must be one of {', '.join(self.SOURCES)}, not {source!r}")
+        self.source = source
         self.db = db
         self.conn = _conn(db)
         parsed: list[Pattern] = []
@@ -974,6 +986,14 @@ class FindQuery:
         if self._source is not None:
             return self._source
         layers = self._scoped_layers()
+        if self.source is not None:
+            if self.source == "paths":
+                self._source = ("paths", self.path_ids())
+                return self._source
+            if layers is None:
+                layers = [r[0] for r in self.conn.execute("SELECT id FROM layers WHERE status = 'indexed'")]
+            self._source = ("layers", layers, self.path_ids()) if self.source == "layers" else ("layers-scan", layers)
+            return self._source
         layer_rows = None
         if layers is not None:
             layer_rows = self.conn.execute(

@@ -13,7 +13,7 @@ import zlib
 
 import pytest
 import zstandard
-from rawtar import MTIME, pad, pax_record, raw_header
+from harness.rawtar import MTIME, pad, pax_record, raw_header
 
 from layerslayer import tarstream
 from layerslayer.tarstream import (

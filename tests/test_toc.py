@@ -12,7 +12,7 @@ from layerslayer import toc as toc_module
 from layerslayer.errors import LayerslayerError, VerificationError
 from layerslayer.tarstream import TarError, iter_entries
 from layerslayer.toc import TocError, list_estargz, list_toc, list_zstd_chunked, toc_kind
-from lazy_layers import (
+from harness.lazy_layers import (
     ESTARGZ_TOC_DIGEST,
     ZSTD_CHECKSUM,
     ZSTD_POSITION,
@@ -140,7 +140,7 @@ def test_estargz_bad_footer_and_toc():
     with pytest.raises(TocError, match="too small"):
         list_estargz(lambda s, e: b"x" * (e - s + 1), 10, None)
     # a footer pointing at the wrong place
-    from lazy_layers import estargz_footer
+    from harness.lazy_layers import estargz_footer
 
     bad = layer.blob[:-51] + estargz_footer(3)
     with pytest.raises(TocError, match="eStargz TOC: "):
@@ -157,7 +157,7 @@ def test_estargz_garbage_json():
     import json
     import zlib
 
-    from lazy_layers import estargz_footer
+    from harness.lazy_layers import estargz_footer
 
     for payload in (b"{not json", json.dumps({"version": 1}).encode(), json.dumps({"entries": [{"type": "weird", "name": "x"}]}).encode()):
         ti = tarfile.TarInfo("stargz.index.json")
