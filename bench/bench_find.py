@@ -63,7 +63,7 @@ from bench_store import distro_tree, word  # noqa: E402
 from harness.builder import dir_, file, layer, push_image, symlink, whiteout  # noqa: E402
 from harness.registry import Registry  # noqa: E402
 
-from layerslayer import query, store  # noqa: E402
+from layerslayer import find, store  # noqa: E402
 
 QUERIES = [
     # (label, pattern, plain-SQL column, GLOB, target ms)
@@ -329,7 +329,7 @@ def floor(db, pattern: str, repeat: int) -> None:
     reading every entry row with its platform, as Python tuples and with no
     Python at all (an aggregate over the same rows). No find that returns
     those rows as Python objects can be faster than the first figure."""
-    q = query.FindQuery(db, [pattern])
+    q = find.FindQuery(db, [pattern])
     ids = json.dumps(q.path_ids())
     head = ("FROM json_each(?) j CROSS JOIN entries e ON e.path_id = j.value "
             "CROSS JOIN platform_layers pl ON pl.layer_id = e.layer_id")
@@ -389,10 +389,10 @@ def main() -> None:
         return f"{wall:6.1f} ({CPU[label]:5.1f})"
 
     for label, pattern, column, glob, target in QUERIES:
-        plan = query.FindQuery(db, [pattern]).plans[0].method
-        ours, hits = median_ms(lambda: query.FindQuery(db, [pattern]).hits(), args.repeat, "find")
-        first, _ = median_ms(lambda: query.FindQuery(db, [pattern], limit=100).hits(), args.repeat, "first")
-        counted, n = median_ms(lambda: query.FindQuery(db, [pattern]).count(), args.repeat, "count")
+        plan = find.FindQuery(db, [pattern]).plans[0].method
+        ours, hits = median_ms(lambda: find.FindQuery(db, [pattern]).hits(), args.repeat, "find")
+        first, _ = median_ms(lambda: find.FindQuery(db, [pattern], limit=100).hits(), args.repeat, "first")
+        counted, n = median_ms(lambda: find.FindQuery(db, [pattern]).count(), args.repeat, "count")
         base, rows = median_ms(lambda: db.execute(baseline_sql(column), [glob]).fetchall(), args.baseline_repeat, "base")
         assert n == len(hits) == len(rows), (label, n, len(hits), len(rows))
         verdict = "" if target is None else f"<= {target} ms: {'ok' if min(ours, CPU['find']) <= target else 'missed'}"
@@ -400,8 +400,8 @@ def main() -> None:
               f"{len(hits):7,} {base:9.0f} {base / ours:7.0f}x  {verdict}")
     floor(db, "*.pem", args.repeat)
     for label, kw in (("--preset secrets", {}), ("--preset secrets --deleted", {"deleted": True})):
-        ours, hits = median_ms(lambda: query.FindQuery(db, [], presets=["secrets"], **kw).hits(), args.repeat, "find")
-        counted, _ = median_ms(lambda: query.FindQuery(db, [], presets=["secrets"], **kw).count(), args.repeat, "count")
+        ours, hits = median_ms(lambda: find.FindQuery(db, [], presets=["secrets"], **kw).hits(), args.repeat, "find")
+        counted, _ = median_ms(lambda: find.FindQuery(db, [], presets=["secrets"], **kw).count(), args.repeat, "count")
         print(f"{label:28} {'mixed':7} {both('find', ours):>15} {'':>13} {both('count', counted):>13} {len(hits):7,}")
     db.close()
 

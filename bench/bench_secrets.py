@@ -40,7 +40,7 @@ sys.path.insert(0, str(HERE))
 import bench_find  # noqa: E402
 from bench_find import CPU, median_ms  # noqa: E402
 
-from layerslayer import findings, query, store  # noqa: E402
+from layerslayer import find, findings, store  # noqa: E402
 
 
 def plant(db, every: int) -> int:
@@ -96,7 +96,7 @@ def main() -> None:
         ("secrets --visible", lambda: findings.list_secrets(db, state="visible")),
         ("secrets --detector private-key", lambda: findings.list_secrets(db, detectors=["private-key"])),
         ("secrets --where", lambda: findings.list_secrets(db, where=True)),
-        ("find --with-secrets --count", lambda: query.FindQuery(db, [], with_secrets=True).count()),
+        ("find --with-secrets --count", lambda: find.FindQuery(db, [], with_secrets=True).count()),
         ("floor: finding_locations rows", lambda: db.execute("SELECT * FROM finding_locations").fetchall()),
         ("baseline: count(*) FROM entries", lambda: db.execute("SELECT count(*) FROM entries").fetchone()),
     ]

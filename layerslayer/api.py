@@ -29,9 +29,10 @@ from typing import TYPE_CHECKING, BinaryIO, Callable, Sequence
 
 from . import store
 from .errors import NotFound, UsageError
+from .find import FindQuery
 from .findings import Secret, list_secrets
 from .options import ClientOptions
-from .query import FindQuery, Hit, ImageSummary, list_files, list_images
+from .query import Hit, ImageSummary, list_files, list_images
 
 # For annotations only; the command-level operations are imported at run time by _operations().
 if TYPE_CHECKING:
@@ -158,7 +159,7 @@ class Index:
 
         Patterns without "/" match the file name, with "/" the whole path;
         ``*`` ``?`` ``[...]`` glob and ``*`` also matches "/". The ``filters``
-        are :class:`~layerslayer.query.FindQuery`'s: ``ignore_case``,
+        are :class:`~layerslayer.find.FindQuery`'s: ``ignore_case``,
         ``presets`` (named pattern sets such as ``"secrets"``), ``images``
         (references, repositories or digests), ``platform``, ``types``
         (``find -type`` letters or names), ``min_size``/``max_size`` (bytes, or

@@ -1587,7 +1587,7 @@ def cat_file(
 
 
 # -- the index: which layers hold matches ---------------------------------------------
-# Which layers hold matches comes from ``query.layers_matching`` (the same
+# Which layers hold matches comes from ``find.layers_matching`` (the same
 # pattern semantics as ``find``); here only the per-layer plan for extract --db.
 
 
@@ -1771,7 +1771,7 @@ def save_image(
 
 @dataclass
 class ExportItem:
-    layer: "LayerMatch"  # query.LayerMatch: digest, media_type, size, matches, last_offset, sources
+    layer: "LayerMatch"  # find.LayerMatch: digest, media_type, size, matches, last_offset, sources
     registry: str = ""
     repository: str = ""
     download: DownloadResult | None = None   # whole blob
@@ -1835,7 +1835,7 @@ def export_layers(
     holding one of those layers, whole, in that format (see :func:`export_images`)."""
     from .options import ClientOptions
     from .outdir import make_dirs_below, prepare_output_dir
-    from .query import LayerMatch, layers_matching
+    from .find import LayerMatch, layers_matching
     from .store import layer_sources, open_db
 
     if files and not patterns:

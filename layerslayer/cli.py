@@ -681,11 +681,12 @@ def merge(out, shards, quiet):
         layerslayer merge all.db crawl-a.db crawl-b.db
     """
     from . import store
+    from .merge import merge_index
     db = store.open_db(out)
     totals = dict.fromkeys(("images", "platforms", "layers_indexed", "files"), 0)
     try:
         for shard in shards:
-            counts = store.merge_index(db, shard)
+            counts = merge_index(db, shard)
             for key in totals:
                 totals[key] += counts[key]
             if not quiet:
@@ -1194,7 +1195,7 @@ def _echo_hits(hits, fmt: str | None, with_image: bool = True) -> int:
     """Print hits in ``fmt``; return how many. ``--nl`` and ``--csv`` stream
     (``hits`` may be an iterator: a big answer is never all in memory), a few
     thousand lines per write; JSON and the table need them all."""
-    from .query import FIELDS
+    from .find import FIELDS
 
     if fmt in ("nl", "csv"):
         import csv
@@ -1294,7 +1295,7 @@ def find(db, patterns, ignore_case, presets, images, platform, types, min_size, 
         layerslayer find images.db '/etc/ssh/*' --image nginx:latest --type f
         layerslayer find images.db '*.so*' --min-size 10M --json
     """
-    from .query import FindQuery
+    from .find import FindQuery
 
     if not patterns and not presets and not with_secrets:
         raise click.UsageError("give at least one PATTERN or --preset NAME (--list-presets shows them)")

@@ -12,7 +12,7 @@ The plan (``index --workers N`` or ``--scheduler ADDRESS``):
    the listing into **its own shard** (``OUT.shards/shard-HOST-PID.db``),
    never into a database another process writes over a network.
 4. The coordinator **merges** the shards into the output as layers complete
-   (``store.merge_index``: each listing copied once, derived rows rebuilt),
+   (``merge.merge_index``: each listing copied once, derived rows rebuilt),
    and once more at the end; shards fully merged are then deleted.
 
 Faults: a worker killed mid-layer commits nothing for that layer (see
@@ -49,6 +49,7 @@ from typing import Callable, Iterable
 from . import secretscan, seekable, store
 from .errors import LayerslayerError, UsageError
 from .indexer import IndexSummary, LayerJob, ScanPlan, index_layer, load_image, record_image, record_platform
+from .merge import merge_index
 from .options import ClientOptions
 from .pacing import Pacer
 from .reference import Reference, parse_reference
@@ -341,7 +342,7 @@ def _merge_shards(db, shards: list[Path], progress: CrawlProgress) -> list[Path]
     merged = []
     for shard in shards:
         try:
-            store.merge_index(db, shard)
+            merge_index(db, shard)
             merged.append(shard)
         except LayerslayerError as error:
             progress.message(f"{shard}: not merged ({error})")

@@ -33,7 +33,7 @@ from harness.builder import dir_, empty, file, layer, push_image, push_index, sy
 from harness.net import free_port
 from support.index import BuiltIndex, build_index
 
-from layerslayer import query
+from layerslayer import find, query
 from layerslayer.browse.server import make_datasette
 from layerslayer.cli import cli
 from layerslayer.browse.queries import canned_query_definitions
@@ -210,7 +210,7 @@ def key(row: dict) -> tuple:
 def find_keys(index_db, patterns=(), **options) -> set:
     conn = sqlite3.connect(index_db.path)
     try:
-        hits = query.find(conn, list(patterns), **options)
+        hits = find.find(conn, list(patterns), **options)
     finally:
         conn.close()
     out = set()

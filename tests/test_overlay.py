@@ -32,7 +32,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from layerslayer import oci, overlay, query, store, tarstream
+from layerslayer import find, oci, overlay, query, store, tarstream
 from layerslayer.image import LayerInfo, PlatformInfo
 from layerslayer.indexer import write_listing
 from layerslayer.reference import Reference
@@ -180,11 +180,11 @@ def check_stack(db, stack: list[list[Member]]) -> None:
     }
 
     # find: status of every entry, and the --deleted / --visible filters.
-    hits = query.find(db, ["*"])
+    hits = find.find(db, ["*"])
     assert hit_status(hits) == want
-    deleted = query.find(db, ["*"], deleted=True)
+    deleted = find.find(db, ["*"], deleted=True)
     assert {(h.layer_index, h.position) for h in deleted} == {k for k, v in want.items() if v[0] is not None}
-    visible = query.find(db, ["*"], visible=True)
+    visible = find.find(db, ["*"], visible=True)
     assert {(h.layer_index, h.position) for h in visible} == {k for k, v in want.items() if v[3]}
 
     # ls: the merged filesystem, and each layer's entries with their status.

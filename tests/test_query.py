@@ -1,4 +1,4 @@
-"""`find`, `ls`, `images` and query.layers_matching against an index built by
+"""`find`, `ls`, `images` and find.layers_matching against an index built by
 indexing test images pushed to the real registry: pattern rules and plans,
 case folding, every filter, ghost / visible files against hand-built whiteout
 and opaque-directory layers (checked against the store's views too), presets,
@@ -22,9 +22,10 @@ from harness.builder import (
 )
 from support.index import BuiltIndex, build_index
 
-from layerslayer import query
+from layerslayer import find, globplan, query
 from layerslayer.cli import cli
 from layerslayer.patterns import compile_patterns, parse_pattern
+from layerslayer.presets import PRESETS
 from layerslayer.store import open_db, path_from_row
 
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\n" + "A" * 1700 + "\n"
@@ -109,53 +110,53 @@ def keys(hits):
 
 
 def test_name_patterns_match_the_file_name(db, idx):
-    hits = query.find(db, ["id_rsa"], images=[idx.v1_ref])
+    hits = find.find(db, ["id_rsa"], images=[idx.v1_ref])
     assert [(h.layer_index, h.path) for h in hits] == [(0, "root/.ssh/id_rsa")]
-    assert {h.path for h in query.find(db, ["*.pem"])} == {"app/config/ca.pem"}  # server.PEM: case-sensitive
-    assert {h.path for h in query.find(db, ["ssh"])} == {"etc/ssh"}
-    assert query.find(db, ["root"], images=[idx.v1_ref])[0].path == "root"
+    assert {h.path for h in find.find(db, ["*.pem"])} == {"app/config/ca.pem"}  # server.PEM: case-sensitive
+    assert {h.path for h in find.find(db, ["ssh"])} == {"etc/ssh"}
+    assert find.find(db, ["root"], images=[idx.v1_ref])[0].path == "root"
 
 
 def test_path_patterns_match_the_whole_path(db, idx):
     v1 = [idx.v1_ref]
-    assert {h.path for h in query.find(db, ["/etc/ssh/*"], images=v1)} == {"etc/ssh/sshd_config", "etc/ssh/ssh_host_rsa_key"}
-    assert {h.path for h in query.find(db, ["etc/ssh/*"], images=v1)} == {"etc/ssh/sshd_config", "etc/ssh/ssh_host_rsa_key"}
+    assert {h.path for h in find.find(db, ["/etc/ssh/*"], images=v1)} == {"etc/ssh/sshd_config", "etc/ssh/ssh_host_rsa_key"}
+    assert {h.path for h in find.find(db, ["etc/ssh/*"], images=v1)} == {"etc/ssh/sshd_config", "etc/ssh/ssh_host_rsa_key"}
     # "*" crosses "/", as in find -path.
-    assert {h.path for h in query.find(db, ["/home/*"], images=v1)} == {
+    assert {h.path for h in find.find(db, ["/home/*"], images=v1)} == {
         "home/u/.aws", "home/u/.aws/credentials", "home/u/.bash_history"}
     # A path pattern is anchored: "ssh/*" is not "etc/ssh/*".
-    assert query.find(db, ["ssh/*"]) == []
-    assert {h.path for h in query.find(db, ["./etc/passwd/"], images=v1)} == {"etc/passwd"}
+    assert find.find(db, ["ssh/*"]) == []
+    assert {h.path for h in find.find(db, ["./etc/passwd/"], images=v1)} == {"etc/passwd"}
 
 
 def test_several_patterns_are_ored(db, idx):
-    hits = query.find(db, ["id_rsa", "*.key", "/etc/passwd"], images=[idx.v1_ref])
+    hits = find.find(db, ["id_rsa", "*.key", "/etc/passwd"], images=[idx.v1_ref])
     assert sorted({h.path for h in hits}) == ["app/config/extra.key", "etc/passwd", "root/.ssh/id_rsa"]
 
 
 def test_case_folding(db, idx):
-    assert {h.path for h in query.find(db, ["*.PEM"])} == {"app/config/server.PEM"}
-    assert {h.path for h in query.find(db, ["*.pem"], ignore_case=True)} == {"app/config/server.PEM", "app/config/ca.pem"}
-    assert {h.path for h in query.find(db, ["über.txt"])} == {"odd/über.txt"}
-    assert {h.path for h in query.find(db, ["über.txt"], ignore_case=True)} == {"odd/über.txt", "odd/ÜBER.txt"}
+    assert {h.path for h in find.find(db, ["*.PEM"])} == {"app/config/server.PEM"}
+    assert {h.path for h in find.find(db, ["*.pem"], ignore_case=True)} == {"app/config/server.PEM", "app/config/ca.pem"}
+    assert {h.path for h in find.find(db, ["über.txt"])} == {"odd/über.txt"}
+    assert {h.path for h in find.find(db, ["über.txt"], ignore_case=True)} == {"odd/über.txt", "odd/ÜBER.txt"}
     # Python's case folding: the Kelvin sign is a K.
-    assert {h.path for h in query.find(db, ["key.txt"], ignore_case=True)} == {"odd/\u212aey.txt"}
-    assert query.find(db, ["key.txt"]) == []
-    assert {h.path for h in query.find(db, ["DATA.BAR"], ignore_case=True)} == {"odd/data.bar"}
+    assert {h.path for h in find.find(db, ["key.txt"], ignore_case=True)} == {"odd/\u212aey.txt"}
+    assert find.find(db, ["key.txt"]) == []
+    assert {h.path for h in find.find(db, ["DATA.BAR"], ignore_case=True)} == {"odd/data.bar"}
 
 
 def test_odd_names(db, idx):
-    assert {h.path for h in query.find(db, ["with space"])} == {"odd/with space"}
-    assert {h.path for h in query.find(db, ["new*"])} == {"odd/new\nline"}
-    assert {h.path for h in query.find(db, ["odd/new?line"])} == {"odd/new\nline"}
+    assert {h.path for h in find.find(db, ["with space"])} == {"odd/with space"}
+    assert {h.path for h in find.find(db, ["new*"])} == {"odd/new\nline"}
+    assert {h.path for h in find.find(db, ["odd/new?line"])} == {"odd/new\nline"}
     # Glob characters in names: put them in a set to match them literally.
-    assert {h.path for h in query.find(db, ["glob[*][?][[]x]"])} == {"odd/glob*?[x]"}
-    assert {h.path for h in query.find(db, ["glob*"])} == {"odd/glob*?[x]"}
+    assert {h.path for h in find.find(db, ["glob[*][?][[]x]"])} == {"odd/glob*?[x]"}
+    assert {h.path for h in find.find(db, ["glob*"])} == {"odd/glob*?[x]"}
     # Non-UTF-8: each undecodable byte is one character for ? and *.
-    assert {h.path for h in query.find(db, ["??-not-utf8"])} == {NOT_UTF8}
-    assert {h.path for h in query.find(db, ["*-not-utf8"])} == {NOT_UTF8}
-    assert {h.path for h in query.find(db, [NOT_UTF8])} == {NOT_UTF8}
-    hit = query.find(db, ["*-not-utf8"])[0]
+    assert {h.path for h in find.find(db, ["??-not-utf8"])} == {NOT_UTF8}
+    assert {h.path for h in find.find(db, ["*-not-utf8"])} == {NOT_UTF8}
+    assert {h.path for h in find.find(db, [NOT_UTF8])} == {NOT_UTF8}
+    hit = find.find(db, ["*-not-utf8"])[0]
     record = hit.as_dict()
     assert record["path"] == "odd/\\xff\\xfe-not-utf8"
     assert bytes.fromhex(record["path_hex"]) == b"odd/\xff\xfe-not-utf8"
@@ -180,7 +181,7 @@ def test_every_plan_gives_what_a_full_scan_gives(db, ignore_case):
         pattern = parse_pattern(text, ignore_case)
         match = compile_patterns([pattern])
         expected = sorted(pid for pid, path in every if match(path))
-        q = query.FindQuery(db, [pattern])
+        q = find.FindQuery(db, [pattern])
         assert q.path_ids() == expected, (text, ignore_case, q.explain())
         methods.add(q.plans[0].method)
     assert methods >= ({"trigram", "prefix", "scan", "name", "path"} if not ignore_case else {"trigram", "scan", "name-i"})
@@ -201,7 +202,7 @@ def test_every_plan_gives_what_a_full_scan_gives(db, ignore_case):
     ("*passwd*", True, "trigram"),
 ])
 def test_plans(pattern, ignore_case, method):
-    assert query.plan_pattern(pattern, ignore_case).method == method
+    assert globplan.plan_pattern(pattern, ignore_case).method == method
 
 
 # ---------------------------------------------------------------------------
@@ -211,7 +212,7 @@ def test_plans(pattern, ignore_case, method):
 def _status(db, ref, pattern="*"):
     return {
         (h.layer_index, h.path): (h.deleted, h.deleted_in_layer, h.deleted_by, h.recreated, h.visible)
-        for h in query.find(db, [pattern], images=[ref])
+        for h in find.find(db, [pattern], images=[ref])
     }
 
 
@@ -240,18 +241,18 @@ def test_whiteouts_opaque_dirs_and_replaced_directories(db, idx):
 
 def test_deleted_and_visible_filters(db, idx):
     v1 = [idx.v1_ref]
-    deleted = {(h.layer_index, h.path) for h in query.find(db, ["*"], images=v1, deleted=True)}
+    deleted = {(h.layer_index, h.path) for h in find.find(db, ["*"], images=v1, deleted=True)}
     assert deleted == {
         (0, "app/.env"), (0, "etc/ssh/sshd_config"), (0, "etc/ssh/ssh_host_rsa_key"), (0, "tmp/x"),
         (0, "root/.ssh"), (0, "root/.ssh/id_rsa"), (0, "opt/data/creds.txt"),
     }
-    assert query.count(db, ["id_rsa"], deleted=True) == 1  # v1 only
-    assert {h.image for h in query.find(db, ["id_rsa"], visible=True)} == {idx.v2_ref}
-    visible = query.find(db, ["*"], images=v1, visible=True)
+    assert find.count(db, ["id_rsa"], deleted=True) == 1  # v1 only
+    assert {h.image for h in find.find(db, ["id_rsa"], visible=True)} == {idx.v2_ref}
+    visible = find.find(db, ["*"], images=v1, visible=True)
     assert all(h.visible and not h.deleted for h in visible)
     assert len({h.path for h in visible}) == len(visible)  # one version of each path
     with pytest.raises(query.UsageError):
-        query.find(db, ["*"], deleted=True, visible=True)
+        find.find(db, ["*"], deleted=True, visible=True)
 
 
 def test_statuses_agree_with_the_store_views(db, idx):
@@ -264,14 +265,14 @@ def test_statuses_agree_with_the_store_views(db, idx):
     }
     mine = {
         (h.image, h.layer_index, h.path, h.deleted_in_layer, h.deleted_by, h.recreated)
-        for h in query.find(db, ["*"], deleted=True)
+        for h in find.find(db, ["*"], deleted=True)
     }
     assert mine == ghosts and mine
     visible = {
         (image, pos, path_from_row(path, raw))
         for image, pos, path, raw in conn.execute("SELECT image, layer_position, path, path_bytes FROM visible_files")
     }
-    assert {(h.image, h.layer_index, h.path) for h in query.find(db, ["*"], visible=True)} == visible
+    assert {(h.image, h.layer_index, h.path) for h in find.find(db, ["*"], visible=True)} == visible
     for ref in (idx.v1_ref, idx.v2_ref, idx.nginx.ref):
         listed = {(h.image, h.layer_index, h.path) for h in query.list_files(db, ref)}
         assert listed == {v for v in visible if v[0] == ref}
@@ -283,7 +284,7 @@ def test_statuses_agree_with_the_store_views(db, idx):
 
 def test_image_forms(db, idx):
     def images(spec):
-        return {h.image for h in query.find(db, ["*"], images=[spec])}
+        return {h.image for h in find.find(db, ["*"], images=[spec])}
 
     assert images(idx.v1_ref) == {idx.v1_ref}
     assert images(f"{idx.repo}:v1") == {idx.v1_ref}                  # no registry: any registry
@@ -298,20 +299,20 @@ def test_image_forms(db, idx):
     nginx = f"{idx.host}/library/{idx.nginx_name}:latest"
     assert images(f"{idx.nginx_name}:latest") == {nginx}               # short form: library/ implied
     assert images(f"library/{idx.nginx_name}") == {nginx}
-    assert {h.image for h in query.find(db, ["*"], images=[f"{idx.repo}:v1", f"{idx.nginx_name}"])} == {idx.v1_ref, nginx}
+    assert {h.image for h in find.find(db, ["*"], images=[f"{idx.repo}:v1", f"{idx.nginx_name}"])} == {idx.v1_ref, nginx}
     for bad in ("nope:v1", f"{idx.repo}:v9", "sha256:" + "0" * 64, f"other.example/{idx.repo}:v1"):
         with pytest.raises(query.UnknownImage):
-            query.find(db, ["*"], images=[bad])
+            find.find(db, ["*"], images=[bad])
 
 
 def test_platform_filter(db, idx):
-    arm = query.find(db, ["tool-*"], platform="linux/arm64")
+    arm = find.find(db, ["tool-*"], platform="linux/arm64")
     assert {(h.platform, h.path) for h in arm} == {("linux/arm64/v8", "usr/bin/tool-arm64")}
-    assert query.find(db, ["tool-*"], platform="linux/arm64/v8") == arm
-    assert {h.path for h in query.find(db, ["tool-*"], platform="linux/amd64")} == {"usr/bin/tool-amd64"}
-    assert {h.platform for h in query.find(db, ["platform"])} == {"linux/amd64", "linux/arm64/v8"}  # attestations never
+    assert find.find(db, ["tool-*"], platform="linux/arm64/v8") == arm
+    assert {h.path for h in find.find(db, ["tool-*"], platform="linux/amd64")} == {"usr/bin/tool-amd64"}
+    assert {h.platform for h in find.find(db, ["platform"])} == {"linux/amd64", "linux/arm64/v8"}  # attestations never
     with pytest.raises(query.UsageError, match="no indexed platform linux/s390x"):
-        query.find(db, ["*"], platform="linux/s390x")
+        find.find(db, ["*"], platform="linux/s390x")
 
 
 @pytest.mark.parametrize("letter,paths", [
@@ -319,13 +320,13 @@ def test_platform_filter(db, idx):
     ("c", {"dev/null"}), ("b", {"dev/sda"}), ("p", {"run/pipe"}), ("d", {"usr/bin"}),
 ])
 def test_type_filter(db, idx, letter, paths):
-    found = {h.path for h in query.find(db, ["usr/bin", "usr/bin/sudo*", "dev/*", "run/pipe"], types=[letter])}
+    found = {h.path for h in find.find(db, ["usr/bin", "usr/bin/sudo*", "dev/*", "run/pipe"], types=[letter])}
     assert found == paths
 
 
 def test_size_filters(db, idx):
     def sizes(**kw):
-        return {h.path for h in query.find(db, ["usr/lib/*"], images=[idx.v1_ref], **kw)}
+        return {h.path for h in find.find(db, ["usr/lib/*"], images=[idx.v1_ref], **kw)}
 
     assert sizes(min_size="1M") == {"usr/lib/big.bin"}
     assert sizes(min_size="1.5M") == {"usr/lib/big.bin"}
@@ -343,41 +344,41 @@ def test_size_filters(db, idx):
 
 def test_layer_filter(db, idx):
     digest = idx.middle.digest
-    hits = query.find(db, ["*"], layer=digest[:19])
+    hits = find.find(db, ["*"], layer=digest[:19])
     assert {h.layer_digest for h in hits} == {digest}
     assert {h.path for h in hits} == {"etc/ssh/sshd_config", "tmp/x", "app/config/extra.key"}
     assert {h.image for h in hits} == {idx.v1_ref, idx.v2_ref}       # a shared layer shows once per image
-    assert query.find(db, ["*"], layer=digest.partition(":")[2][:8]) == hits
+    assert find.find(db, ["*"], layer=digest.partition(":")[2][:8]) == hits
     with pytest.raises(query.UsageError, match="no layer"):
-        query.find(db, ["*"], layer="sha256:" + "f" * 12)
+        find.find(db, ["*"], layer="sha256:" + "f" * 12)
     with pytest.raises(query.UsageError, match="not a layer digest"):
-        query.find(db, ["*"], layer="xyz")
+        find.find(db, ["*"], layer="xyz")
 
 
 def test_limit_and_count(db, idx):
-    assert len(query.find(db, ["*"], limit=3)) == 3
-    assert query.count(db, ["*.pem"], ignore_case=True) == 4         # 2 files x (v1, v2)
-    assert query.count(db, ["*"], deleted=True, limit=2) == 2
-    assert query.count(db, ["nothing-like-this"]) == 0
+    assert len(find.find(db, ["*"], limit=3)) == 3
+    assert find.count(db, ["*.pem"], ignore_case=True) == 4         # 2 files x (v1, v2)
+    assert find.count(db, ["*"], deleted=True, limit=2) == 2
+    assert find.count(db, ["nothing-like-this"]) == 0
 
 
 def test_presets(db, idx):
-    found = {h.path for h in query.find(db, [], presets=["secrets"], images=[idx.v1_ref])}
+    found = {h.path for h in find.find(db, [], presets=["secrets"], images=[idx.v1_ref])}
     assert {
         "root/.ssh/id_rsa", "etc/ssh/ssh_host_rsa_key", "app/.env", "app/config/server.PEM", "app/config/ca.pem",
         "app/config/extra.key", "home/u/.aws/credentials", "home/u/.bash_history", "srv/repo/.git",
     } <= found
     assert "etc/passwd" not in found
-    ghosts = {h.path for h in query.find(db, [], presets=["secrets"], images=[idx.v1_ref], deleted=True)}
+    ghosts = {h.path for h in find.find(db, [], presets=["secrets"], images=[idx.v1_ref], deleted=True)}
     assert ghosts == {"app/.env", "etc/ssh/ssh_host_rsa_key", "root/.ssh/id_rsa"}
-    both = {h.path for h in query.find(db, ["passwd"], presets=["ssh"], images=[idx.v1_ref])}
+    both = {h.path for h in find.find(db, ["passwd"], presets=["ssh"], images=[idx.v1_ref])}
     assert both == {"etc/passwd", "root/.ssh/id_rsa", "etc/ssh/ssh_host_rsa_key"}
     with pytest.raises(query.UsageError, match="unknown preset"):
-        query.find(db, [], presets=["nope"])
-    assert set(query.PRESETS) >= {"secrets"} and query.preset_patterns("secrets")[0] == "id_rsa"
-    for preset in query.PRESETS.values():  # every pattern parses and plans
+        find.find(db, [], presets=["nope"])
+    assert set(PRESETS) >= {"secrets"} and query.preset_patterns("secrets")[0] == "id_rsa"
+    for preset in PRESETS.values():  # every pattern parses and plans
         for text in preset.patterns:
-            assert query.plan_pattern(text, True).method != "scan" or text.startswith("*")
+            assert globplan.plan_pattern(text, True).method != "scan" or text.startswith("*")
 
 
 # ---------------------------------------------------------------------------
@@ -385,20 +386,20 @@ def test_presets(db, idx):
 
 
 def test_layers_matching(db, idx):
-    matches = query.layers_matching(db, ["id_rsa", "*.key"])
+    matches = find.layers_matching(db, ["id_rsa", "*.key"])
     by_digest = {m.digest: m for m in matches}
     assert set(by_digest) == {idx.base.digest, idx.middle.digest}
     base = by_digest[idx.base.digest]
     assert base.matches == 1 and base.media_type.endswith("tar+gzip") and base.size == idx.base.size
     entry = [m for m in idx.base.members if m.path == "root/.ssh/id_rsa"][0]
-    offsets = {h.path: (h.offset, h.data_offset) for h in query.find(db, ["id_rsa"], images=[idx.v1_ref])}
+    offsets = {h.path: (h.offset, h.data_offset) for h in find.find(db, ["id_rsa"], images=[idx.v1_ref])}
     assert base.last_offset == offsets["root/.ssh/id_rsa"][0]
     assert base.data_end == offsets["root/.ssh/id_rsa"][1] + len(entry.data)
     assert (idx.host, idx.repo) in base.sources
     assert base["digest"] == base.digest and base.get("matches") == 1
     # Scoped to images.
-    assert query.layers_matching(db, ["*.pem"], ignore_case=True, images=[idx.nginx.ref]) == []
-    scoped = query.layers_matching(db, ["id_rsa", "*.key"], images=[idx.v2_ref])
+    assert find.layers_matching(db, ["*.pem"], ignore_case=True, images=[idx.nginx.ref]) == []
+    scoped = find.layers_matching(db, ["id_rsa", "*.key"], images=[idx.v2_ref])
     assert [(m.digest, m.matches, m.last_offset, m.data_end) for m in scoped] == [
         (m.digest, m.matches, m.last_offset, m.data_end) for m in matches]
 
@@ -601,13 +602,13 @@ def test_reading_an_index_never_loads_the_http_stack(idx):
 def test_list_presets():
     result = CliRunner().invoke(cli, ["find", "--list-presets"])
     assert result.exit_code == 0
-    for name, preset in query.PRESETS.items():
+    for name, preset in PRESETS.items():
         assert f"{name}: " in result.output
         assert " ".join(preset.patterns) in result.output
 
 
 def _all_rows(db, patterns, **kw):
-    return [h.as_dict() for h in query.find(db, patterns, **kw)]
+    return [h.as_dict() for h in find.find(db, patterns, **kw)]
 
 
 @pytest.mark.parametrize("patterns,kw", [
@@ -622,12 +623,12 @@ def test_entry_sources_agree(db, idx, monkeypatch, patterns, kw):
     kw = {k: ([idx.v1_ref] if v == ["VERSION1"] else idx.base.digest if v == "BASE" else v) for k, v in kw.items()}
     expected = _all_rows(db, patterns, **kw)
     assert expected
-    for source in query.FindQuery.SOURCES:
+    for source in find.FindQuery.SOURCES:
         assert _all_rows(db, patterns, source=source, **kw) == expected, source
     # Deleters loaded layer by layer instead of by key, and small batches.
     monkeypatch.setattr(query, "_DELETER_KEYS_MAX", 0)
     monkeypatch.setattr(query, "_DELETERS_PER_PATH", 0)
-    monkeypatch.setattr(query, "_BATCH", 3)
+    monkeypatch.setattr(find, "_BATCH", 3)
     assert _all_rows(db, patterns, **kw) == expected
     # Streamed lean (keys first, entry columns and statuses batch by batch).
-    assert [h.as_dict() for h in query.FindQuery(db, patterns, **kw).iter_hits(lean=True)] == expected
+    assert [h.as_dict() for h in find.FindQuery(db, patterns, **kw).iter_hits(lean=True)] == expected

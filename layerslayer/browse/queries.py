@@ -1,6 +1,6 @@
 """The canned queries of an index, as data: their SQL and the text the
 database page shows for each. Pattern queries take their candidate paths from
-the plan `find` picks (:func:`layerslayer.query.plan_pattern`) and check them
+the plan `find` picks (:func:`layerslayer.globplan.plan_pattern`) and check them
 with `find`'s matcher, through the SQL functions of :mod:`.sqlfunctions`."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from __future__ import annotations
 import copy
 import functools
 
-from ..query import plan_pattern, preset_patterns
+from ..globplan import plan_pattern
+from ..query import preset_patterns
 
 # Columns every file listing shows, from a row ``f`` of image_files, and
 # whether the entry is in the image's final filesystem.
@@ -66,7 +67,7 @@ def _inline(sql: str, params) -> str:
 
 def secrets_sql(patterns: list[str]) -> str:
     """The secrets preset as one query: each pattern's candidate paths come from
-    the plan `find` uses for it (``query.plan_pattern``, case-insensitive like
+    the plan `find` uses for it (``globplan.plan_pattern``, case-insensitive like
     the preset), and every candidate is checked with `find`'s matcher."""
     lookups = []
     for pattern in patterns:

@@ -1,6 +1,6 @@
 """SQL functions for index connections (registered by ``prepare_connection``):
 `find`'s pattern rules (:mod:`layerslayer.patterns`) and plan
-(:func:`layerslayer.query.plan_pattern`) for the canned queries, display
+(:func:`layerslayer.globplan.plan_pattern`) for the canned queries, display
 helpers for views, and a search-box ``escape_fts`` for the trigram index."""
 
 from __future__ import annotations
@@ -10,8 +10,9 @@ import re
 import sqlite3
 
 from .. import display, oci
+from ..globplan import plan_pattern
 from ..patterns import compile_patterns
-from ..query import plan_pattern, preset_patterns
+from ..query import preset_patterns
 from ..store import path_from_row
 
 
@@ -62,7 +63,7 @@ def _sql_preset(name, path, path_bytes=None):
 
 @functools.lru_cache(maxsize=256)
 def plan_keys(pattern: str, ignore_case: bool = False) -> dict:
-    """The keys of `find`'s plan for one pattern (``query.plan_pattern``), by the
+    """The keys of `find`'s plan for one pattern (``globplan.plan_pattern``), by the
     branch of :data:`.queries.CANDIDATES_SQL` that uses them; {} for an unusable pattern.
 
     name / name-i / path: exact B-tree lookups; path>= path< / name>= name< /
