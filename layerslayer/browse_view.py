@@ -134,8 +134,9 @@ def read_indexed_file(db_file: str, digest: str, offset: int, options, cap: int)
     """(path, content up to ``cap``, notes) of the entry at ``offset`` of layer
     ``digest``, fetched from a registry and image the index names."""
     from . import store
-    from .blobs import LayerPlan, cat_planned
+    from .cat import cat_planned
     from .errors import LayerslayerError, NotFound
+    from .extraction import LayerPlan
     from .image import open_image
     from .options import ClientOptions
     from .reference import Reference

@@ -43,3 +43,7 @@ class VerificationError(LayerslayerError):
     "Bytes did not match the digest or size they were promised to have."
 
     exit_code = 3
+
+
+class RangeNotSupported(RegistryError):
+    "The registry refused or ignored a Range request: the blob can only be read from its start."

@@ -27,6 +27,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from .registry import skip_bytes
 from .tarstream import MAX_RATIO, OUTPUT_CHUNK_SIZE, RATIO_CHECK_AFTER, TarError
 
 #: Compressed bytes between two checkpoints.
@@ -376,21 +377,9 @@ def plan_seek(rows: list[tuple[int, int, bytes]], extents: dict[int, tuple[int, 
     return SeekPlan(point, point.start, end, first, {offset: size for offset, (_, size) in extents.items()})
 
 
-def skip_bytes(chunks: Iterable[bytes], n: int) -> Iterator[bytes]:
-    "``chunks`` without their first ``n`` bytes."
-    for chunk in chunks:
-        if n:
-            if len(chunk) <= n:
-                n -= len(chunk)
-                continue
-            chunk = chunk[n:]
-            n = 0
-        yield chunk
-
-
 class SeekStream:
     """A run of a layer's entries read from a checkpoint (the blob's bytes from
-    ``plan.start`` on, as ``chunks``). Looks like ``blobs.LayerStream`` to the
+    ``plan.start`` on, as ``chunks``). Looks like ``extraction.LayerStream`` to the
     extraction code: ``entries()`` (offsets in the whole tar stream),
     ``reader``, ``fetched``, ``complete`` (never: the digest cannot be checked),
     ``verify()`` (checks what can be: each entry's size against the index)."""
