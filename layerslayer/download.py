@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from . import tarstream
+from .decompress import compression_of
 from .errors import LayerslayerError, RegistryError, UsageError, VerificationError
 from .outdir import OutputDirError
 from .reference import DOCKER_HUB
@@ -58,7 +58,7 @@ def extension_for(media_type: str | None) -> str:
     mt = (media_type or "").split(";", 1)[0].strip().lower()
     if mt.endswith("json") or "config" in mt:
         return "json"
-    kind = tarstream.compression_of(mt)
+    kind = compression_of(mt)
     return {"gzip": "tar.gz", "zstd": "tar.zst", "none": "tar"}.get(kind, "tar.gz" if "gzip" in mt else "blob")
 
 

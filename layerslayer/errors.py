@@ -39,6 +39,10 @@ class RegistryError(LayerslayerError):
     "The registry answered, but with something we cannot use."
 
 
+class TarError(LayerslayerError):
+    "Corrupt or hostile layer data: not a tar, bad compression, a limit exceeded."
+
+
 class VerificationError(LayerslayerError):
     "Bytes did not match the digest or size they were promised to have."
 

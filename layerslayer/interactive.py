@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable, ContextManager, Iterable, Iterator, TextIO
 
 from . import download, store, tarstream
+from .decompress import compression_of
 from .display import printable
 from .errors import AuthError, LayerslayerError, NotFound, UsageError
 from .image import (
@@ -495,7 +496,7 @@ class Flow:
         """Show a layer's entries from its blob chunks; with --db record them.
         ``finish()`` reads the rest of the blob and verifies it."""
         counter = [0]
-        entries = self._listing(tarstream.iter_entries(chunks, tarstream.compression_of(layer.media_type)), counter)
+        entries = self._listing(tarstream.iter_entries(chunks, compression_of(layer.media_type)), counter)
         try:
             if self.db is not None and store.layer_status(self.db, layer.digest) != "indexed":
                 write_listing(self.db, layer.digest, entries, finish)

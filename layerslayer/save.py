@@ -11,7 +11,7 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Sequence
 
 from . import layout
 from .download import DEFAULT_OUTPUT, DownloadResult, blob_path, download_blob, progress_context
@@ -20,10 +20,11 @@ from .extraction import ExtractReport, LayerPlan, extract_files
 from .image import open_image
 from .options import ClientOptions
 from .outdir import make_dirs_below, prepare_output_dir
-from .query import LayerMatch, layers_matching
 from .reference import Reference, parse_reference
 from .registry import RegistryClient
-from .store import images_with_layer, layer_sources, open_db
+
+if TYPE_CHECKING:
+    from .query import LayerMatch
 
 
 def select_layers(layers: Sequence, selectors: Iterable[str | int]) -> list:
@@ -208,6 +209,10 @@ def export_layers(
     (``out_dir``: default ``downloads``, which must not be a symbolic link).
     With ``format`` ("oci" or "docker-archive"), write each indexed image
     holding one of those layers, whole, in that format (see :func:`export_images`)."""
+    # The index modules load here, not with the module: start-up speed of ``save``.
+    from .query import LayerMatch, layers_matching
+    from .store import images_with_layer, layer_sources, open_db
+
     if files and not patterns:
         raise UsageError("--files needs --match patterns")
     started = time.monotonic()

@@ -27,8 +27,9 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from .decompress import MAX_RATIO, OUTPUT_CHUNK_SIZE, RATIO_CHECK_AFTER, decompress
+from .errors import TarError
 from .registry import skip_bytes
-from .tarstream import MAX_RATIO, OUTPUT_CHUNK_SIZE, RATIO_CHECK_AFTER, TarError
 
 #: Compressed bytes between two checkpoints.
 DEFAULT_SPAN = 4 << 20
@@ -158,7 +159,7 @@ def _window_of(recent: list[bytes]) -> bytes:
 
 
 def gunzip_checkpointed(chunks: Iterable[bytes], points: list[Checkpoint], span: int = DEFAULT_SPAN) -> Iterator[bytes]:
-    """Inflate a (possibly multi-member) gzip stream like ``tarstream.decompress``
+    """Inflate a (possibly multi-member) gzip stream like ``decompress.decompress``
     and append a :class:`Checkpoint` to ``points`` about every ``span``
     compressed bytes (at the first block boundary after it)."""
     inflater = _Inflater(31)
@@ -254,8 +255,6 @@ def inflate_from(chunks: Iterable[bytes], point: Checkpoint | None) -> Iterator[
     """The tar stream from ``point.out`` on, given the blob's bytes from
     ``point.start`` on (``point`` None: the whole blob from its start)."""
     if point is None:
-        from .tarstream import decompress
-
         yield from decompress(chunks, "gzip")
         return
     inflater = _Inflater(-15)

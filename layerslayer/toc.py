@@ -32,7 +32,8 @@ from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
 from .errors import VerificationError
-from .tarstream import Entry, TarError, TarReader, decompress, normalize_path
+from .decompress import decompress
+from .tarstream import Entry, TarError, TarReader, normalize_path
 
 __all__ = [
     "ESTARGZ_TOC_DIGEST",
