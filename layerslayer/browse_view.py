@@ -134,7 +134,7 @@ def read_indexed_file(db_file: str, digest: str, offset: int, options, cap: int)
     """(path, content up to ``cap``, notes) of the entry at ``offset`` of layer
     ``digest``, fetched from a registry and image the index names."""
     from . import store
-    from .cat import cat_planned
+    from .catfile import cat_planned
     from .errors import LayerslayerError, NotFound
     from .extraction import LayerPlan
     from .image import open_image

@@ -1,7 +1,10 @@
-"""``save`` and ``export`` as library calls: blobs of an image, or of the layers an index names, saved verified.
+"""The commands that fetch blobs, as library calls: ``save``, ``export``, ``extract``.
 
-Each function takes Python values, collects the errors of one blob while the
-others go on, and returns a summary the command prints.
+Each function takes Python values and returns a summary or report the
+command prints; ``save`` and ``export`` collect the error of one blob while
+the others go on. The machinery is below: :mod:`download` (verified blobs),
+:mod:`extraction` (streaming extraction), :mod:`catfile` (one file to a
+stream), :mod:`safetree` (the output directory).
 """
 
 from __future__ import annotations
@@ -11,17 +14,20 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Sequence
 
 from . import layout
-from .download import DEFAULT_OUTPUT, DownloadResult, blob_path, download_blob, progress_context
+from .catfile import cat_file, cat_indexed, follow_links
+from .download import DEFAULT_OUTPUT, DownloadResult, blob_path, default_extract_dir, download_blob, progress_context
 from .errors import AuthError, LayerslayerError, NotFound, UsageError
-from .extraction import ExtractReport, LayerPlan, extract_files
+from .extraction import ExtractReport, LayerPlan, extract_files, plan_from_index, say_once
 from .image import open_image
 from .options import ClientOptions
 from .outdir import make_dirs_below, prepare_output_dir
+from .patterns import parse_pattern
 from .reference import Reference, parse_reference
 from .registry import RegistryClient
+from .safetree import DEFAULT_MAX_OUTPUT, WrittenEntry
 
 if TYPE_CHECKING:
     from .query import LayerMatch
@@ -326,3 +332,89 @@ def _each_layer(selected: Sequence, sources: dict[str, list], nowhere: str, expo
             on_item(item)
     summary.seconds = time.monotonic() - started
     return summary
+
+
+def extract_image(
+    reference: str,
+    patterns: Sequence[str],
+    *,
+    options=None,
+    platform: str | None = None,
+    layer: str | None = None,
+    out_dir: str | os.PathLike | None = None,
+    stdout: BinaryIO | None = None,
+    db_path: str | os.PathLike | None = None,
+    ignore_case: bool = False,
+    keep_modes: bool = False,
+    verify: bool = False,
+    force: bool = False,
+    max_output: int = DEFAULT_MAX_OUTPUT,
+    follow: bool = False,
+    on_written: Callable[[WrittenEntry], None] | None = None,
+    message: Callable[[str], None] | None = None,
+) -> ExtractReport:
+    """``layerslayer extract``: resolve the image, pick the layers, write the matches.
+
+    ``out_dir`` defaults to :func:`default_extract_dir` of the reference. A
+    file already there is not replaced unless ``force``. With ``follow``,
+    a matching symbolic link is not written: the content of the file it
+    leads to inside the image is (see :func:`follow_links`).
+
+    With ``stdout`` (a binary file), the one file matching the single pattern
+    is written there instead (symbolic links followed inside the image).
+    With ``db_path`` (an index holding every layer of the image) only the
+    layers with visible matches are read, each up to its last match.
+    """
+    parsed = []
+    for text in patterns:
+        try:
+            parsed.append(parse_pattern(text, ignore_case))
+        except ValueError as error:
+            raise UsageError(str(error))
+    if not parsed:
+        raise UsageError("give at least one PATTERN")
+    if stdout is not None and len(parsed) != 1:
+        raise UsageError("--stdout writes one file: give exactly one PATTERN")
+    ref = parse_reference(reference)
+    client = (options or ClientOptions()).client(ref)
+    _, image = open_image(client, ref, platform)
+    layers = list(image.layers)
+    merged = layer is None
+    if layer is not None:
+        layers = select_layers(layers, [layer])
+    skipped = [lay for lay in layers if lay.foreign]
+    if skipped and message:
+        message(f"{len(skipped)} foreign layer(s) are not distributed by the registry and were not read")
+    layers = [lay for lay in layers if not lay.foreign]
+    message = say_once(message)
+    if stdout is not None:
+        if db_path is not None and not verify:
+            report = cat_indexed(client, ref.repository, layers, parsed[0], stdout, db_path, merged=merged, message=message)
+            if report is not None:
+                return report
+        return cat_file(client, ref.repository, layers, parsed[0], stdout, merged=merged, verify=verify)
+    if out_dir is None:
+        out_dir = default_extract_dir(ref)
+    plan = None
+    report = ExtractReport(Path(out_dir))
+    if db_path is not None:
+        from .store import open_db  # only with an index: start-up speed
+
+        db = open_db(db_path, read_only=True)
+        try:
+            plan = plan_from_index(db, layers, parsed, merged=merged, report=report)
+        finally:
+            db.close()
+        if plan is None:
+            report = ExtractReport(Path(out_dir))
+            if message:
+                message(f"{db_path} does not index every layer of {ref.short}: reading the layers instead")
+    report = extract_files(
+        client, ref.repository, layers, parsed, out_dir, keep_modes=keep_modes, merged=merged,
+        plan=plan, verify=verify, force=force, max_output=max_output, follow=follow, report=report,
+        on_written=on_written, message=message,
+    )
+    if follow:
+        follow_links(client, ref.repository, layers, report, merged=merged, verify=verify, force=force,
+                     max_output=max_output, on_written=on_written)
+    return report
