@@ -12,11 +12,13 @@ import time
 from pathlib import Path
 
 import click
+from click_default_group import DefaultGroup
 
 from . import __version__
 from .display import printable, spreadsheet_safe
 from .errors import LayerslayerError
 from .options import ClientOptions
+from .selectors import LAYER_RULE, MIN_PREFIX, parse_layer_selector
 
 
 def _enable_debug(ctx: click.Context, param, value: bool) -> bool:
@@ -37,8 +39,17 @@ debug_option = click.option(
 EXIT_BROKEN_PIPE = 141
 
 
-class LayerslayerGroup(click.Group):
-    "Turns LayerslayerError into one line on stderr and its exit status."
+class LayerslayerGroup(DefaultGroup):
+    """The top-level group: ``layerslayer [OPTIONS]`` without a command runs the
+    default one (the interactive flow), and every error becomes one line on
+    stderr and its exit status, here only."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        # The flow takes options only (`layerslayer -t REF`): a first word that names
+        # no command is a typo, not the flow's input.
+        if args and not args[0].startswith("-") and args[0] not in self.commands:
+            ctx.fail(f"No such command {args[0]!r}.")
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context):
         try:
@@ -68,16 +79,8 @@ class LayerslayerGroup(click.Group):
             ctx.exit(130)
 
 
-def registry_options(fn=None, *, debug: bool = True):
-    """Options for talking to registries; the command receives client_options=ClientOptions.
-
-    ``@registry_options(debug=False)`` leaves out --debug (for the group, which has its own).
-    """
-    if fn is None:
-        return functools.partial(registry_options, debug=debug)
-
-    def maybe_debug(f):
-        return debug_option(f) if debug else f
+def registry_options(fn):
+    "Options for talking to registries, and --debug; the command receives client_options=ClientOptions."
 
     @click.option("--username", "-u", help="Registry user name (else docker's config.json is used).")
     @click.option("--password", "-p", help="Registry password or token (prefer --password-stdin).")
@@ -89,7 +92,7 @@ def registry_options(fn=None, *, debug: bool = True):
     @click.option("--deadline", type=click.FloatRange(min=0.1), default=300.0, show_default=True, envvar="LAYERSLAYER_DEADLINE",
                   help="Most seconds any one request may take, body included (a blob gets 1 s more per 100 kB).")
     @click.option("--retries", type=click.IntRange(min=1), default=4, show_default=True, help="Attempts per request on 429, 5xx and dropped connections.")
-    @maybe_debug
+    @debug_option
     @functools.wraps(fn)
     def wrapper(*args, username, password, password_stdin, token_file, plain_http, insecure, timeout, deadline, retries, **kwargs):
         if password_stdin:
@@ -112,20 +115,61 @@ def registry_options(fn=None, *, debug: bool = True):
     return wrapper
 
 
-@click.group(cls=LayerslayerGroup, invoke_without_command=True, subcommand_metavar="[COMMAND [ARGS]...]")
+# -- options several commands share: declared once, so names, metavars and help agree --
+
+PLATFORM_DEFAULT = "default: this machine's, else the first"
+
+
+def platform_option(help: str):
+    "--platform OS/ARCH[/VARIANT] (chosen by selectors.choose_platform)."
+    return click.option("--platform", metavar="OS/ARCH[/VARIANT]", help=help)
+
+
+def output_dir_option(default: str | None = None, help: str = "Directory to save into."):
+    "-o/--output/--output-dir DIR into out_dir; with a default, the command sees whether it was typed (_explicit)."
+    return click.option("-o", "--output", "--output-dir", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
+                        default=default, show_default=default is not None, help=help)
+
+
+def _digest_only(ctx: click.Context, param: click.Parameter, value):
+    "For a --layer of a whole index (no one image to count in): a digest, never an index."
+    for text in value if param.multiple else [value] if value is not None else []:
+        try:
+            selector = parse_layer_selector(text)
+        except LayerslayerError as error:
+            raise click.BadParameter(str(error), ctx, param) from None
+        if selector.index is not None:
+            raise click.BadParameter(
+                f"{text!r} is a layer index; give the layer's digest (sha256:<hex>, or {MIN_PREFIX}+ hex digits)", ctx, param)
+    return value
+
+
+def layer_option(what: str, *, name: str = "layer", multiple: bool = False, index: bool = True, note: str = ""):
+    """--layer, read by selectors.parse_layer_selector everywhere: N (an index) or a
+    digest; ``index=False`` where no one image is there to count in (a digest only)."""
+    if index:
+        help_text, metavar, callback = f"{what}: {LAYER_RULE}", "N|DIGEST", None
+    else:
+        help_text = f"{what}: its digest, sha256:<hex> or a unique prefix of {MIN_PREFIX}+ hex digits"
+        metavar, callback = "DIGEST", _digest_only
+    help_text += f"{note}.{' Repeatable.' if multiple else ''}"
+    return click.option("--layer", name, multiple=multiple, metavar=metavar, callback=callback, help=help_text)
+
+
+ignore_case_option = click.option("-i", "--ignore-case", is_flag=True, help="Match patterns case-insensitively.")
+
+
+def json_option(shape: str = "array of objects", dest: str = "as_json", **attrs):
+    "--json: the whole answer as one indented JSON document (--nl, where there is one, streams instead)."
+    return click.option("--json", dest, help=f"Print one JSON {shape}.", **(attrs or {"is_flag": True}))
+
+
+@click.group(cls=LayerslayerGroup, default="interactive", default_if_no_args=True, invoke_without_command=True,
+             subcommand_metavar="[COMMAND [ARGS]...]")
 @click.version_option(__version__, prog_name="layerslayer")
 @debug_option
-@click.option("-t", "--target-image", "target", metavar="REF", help="Image for the interactive flow (asked for when not given).")
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Answer the platform question (batch default: this machine's, else the first).")
-@click.option("--peek-all", is_flag=True, help="List every layer's files, no questions.")
-@click.option("--save-all", is_flag=True, help="Download every layer, no questions (with --peek-all: list and save, one download per blob).")
-@click.option("-l", "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Write everything shown, prompts and answers included, to FILE (passwords and tokens never).")
-@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), help="Also record what is peeked in this index (as `index` does).")
-@click.option("-o", "--output-dir", "out_dir", type=click.Path(path_type=Path), metavar="DIR", default="downloads",
-              show_default=True, help="Where downloaded layers go (same layout as `save`).")
-@registry_options(debug=False)
 @click.pass_context
-def cli(ctx, target, platform, peek_all, save_all, log_file, db_path, out_dir, client_options):
+def cli(ctx):
     """Daemonless container-image recon over the Registry HTTP API v2.
 
     Inspect images on any OCI/Docker registry, index their layers' file
@@ -133,7 +177,9 @@ def cli(ctx, target, platform, peek_all, save_all, log_file, db_path, out_dir, c
     bytes you want, verified by digest.
 
     Without a command: the interactive flow (pick a platform, see the build
-    steps, peek into layers and download them), or its batch modes.
+    steps, peek into layers and download them), or its batch modes; its
+    options (`layerslayer interactive --help`) go straight after
+    `layerslayer`.
 
     \b
     Examples:
@@ -141,26 +187,56 @@ def cli(ctx, target, platform, peek_all, save_all, log_file, db_path, out_dir, c
         layerslayer -t nginx:latest --platform linux/arm64 --peek-all -l nginx.log
         layerslayer -t localhost:5000/team/app:v1 --peek-all --save-all --db images.db
     """
-    if ctx.invoked_subcommand is not None:
-        _no_flow_options_with(ctx)
-        return
+    if ctx.invoked_subcommand is None:  # only the group's own options (`layerslayer --debug`)
+        ctx.invoke(interactive)
+
+
+class FlowCommand(click.Command):
+    "The interactive flow's command: it takes options only, so a word after them was meant as a command."
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        rest = super().parse_args(ctx, args)
+        if ctx.args and not ctx.resilient_parsing:
+            word = ctx.args[0]
+            group = ctx.parent.command if ctx.parent else None
+            if isinstance(group, click.Group) and word in group.commands:
+                typed = [max(p.opts, key=len) for p in self.params
+                         if isinstance(p, click.Option) and p.expose_value and p.name
+                         # Only what was typed: $LAYERSLAYER_DEADLINE sets the flow and the command alike.
+                         and ctx.get_parameter_source(p.name) == click.core.ParameterSource.COMMANDLINE]
+                if typed:
+                    raise click.UsageError(
+                        f"{typed[0]} before a command is an option of the interactive flow; "
+                        f"put it after `{word}` if that command takes it", ctx.parent,
+                    )
+            plural = "s" if len(ctx.args) > 1 else ""
+            ctx.fail(f"Got unexpected extra argument{plural} ({' '.join(ctx.args)})")
+        return rest
+
+
+@cli.command(cls=FlowCommand, context_settings={"allow_extra_args": True},
+             short_help="The interactive flow (the default command): peek into layers, download them.")
+@click.option("-t", "--target-image", "target", metavar="REF", help="Image for the interactive flow (asked for when not given).")
+@platform_option(f"Answer the platform question (batch {PLATFORM_DEFAULT}).")
+@click.option("--peek-all", is_flag=True, help="List every layer's files, no questions.")
+@click.option("--save-all", is_flag=True, help="Download every layer, no questions (with --peek-all: list and save, one download per blob).")
+@click.option("-l", "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Write everything shown, prompts and answers included, to FILE (passwords and tokens never).")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), help="Also record what is peeked in this index (as `index` does).")
+@output_dir_option("downloads", help="Where downloaded layers go (same layout as `save`).")
+@registry_options
+def interactive(target, platform, peek_all, save_all, log_file, db_path, out_dir, client_options):
+    """The interactive flow, the default command: pick a platform, see the
+    build steps, peek into layers and download them; --peek-all and
+    --save-all do it without questions.
+
+    `layerslayer interactive OPTIONS` and `layerslayer OPTIONS` are the same.
+
+    \b
+    Examples:
+        layerslayer -t alpine:3.20
+        layerslayer -t nginx:latest --platform linux/arm64 --peek-all -l nginx.log
+    """
     _interactive_flow(target, platform, peek_all, save_all, log_file, db_path, out_dir, client_options)
-
-
-def _no_flow_options_with(ctx: click.Context) -> None:
-    "The group's own options belong to the interactive flow: refuse them before a command."
-    from click.core import ParameterSource
-
-    for param in ctx.command.params:
-        if not param.expose_value or param.name is None:
-            continue
-        # Only what was typed: an environment variable ($LAYERSLAYER_DEADLINE) sets the group and the command alike.
-        if ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE:
-            name = max(param.opts, key=len)
-            raise click.UsageError(
-                f"{name} before a command is an option of the interactive flow; "
-                f"put it after `{ctx.invoked_subcommand}` if that command takes it", ctx,
-            )
 
 
 def _interactive_flow(target, platform, peek_all, save_all, log_file, db_path, out_dir, client_options) -> None:
@@ -194,8 +270,8 @@ def _interactive_flow(target, platform, peek_all, save_all, log_file, db_path, o
 
 @cli.command()
 @click.argument("reference")
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to show (default: this machine's, else the first).")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@platform_option(f"Platform to show ({PLATFORM_DEFAULT}).")
+@json_option("object")
 @click.option("--raw", type=click.Choice(["manifest", "config", "index"]),
               help="Print the exact bytes the registry served for the platform's manifest, its config, or the index.")
 @registry_options
@@ -361,7 +437,7 @@ db_argument = click.argument("db", type=click.Path(dir_okay=False, path_type=Pat
 @click.argument("references", nargs=-1)
 @click.option("--from-file", "from_file", type=click.File("r", encoding="utf-8", errors="surrogateescape"), metavar="FILE",
               help="Also index the references in FILE, one a line ('#' comments; '-' reads standard input).")
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to index (default: this machine's, else the first).")
+@platform_option(f"Platform to index ({PLATFORM_DEFAULT}).")
 @click.option("--all-platforms", is_flag=True, help="Index every platform of multi-arch images.")
 @click.option("--all-tags", is_flag=True, help="Index every tag of each repository named.")
 @click.option("--catalog", is_flag=True, help="REFERENCES are registry hosts: index every tag of every repository in their catalog.")
@@ -493,7 +569,6 @@ def _span(text: str) -> int:
 
 limit_option = click.option("--limit", type=click.IntRange(min=1), help="Stop after this many results.")
 page_size_option = click.option("--page-size", type=click.IntRange(min=1), help="Results asked for per page.")
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
 
 
 def _echo_listing(items, as_json: bool, line, record) -> None:
@@ -510,7 +585,7 @@ def _echo_listing(items, as_json: bool, line, record) -> None:
 @click.option("--full-ref", is_flag=True, help="Print whole references (registry/repository:tag), not bare tags.")
 @limit_option
 @page_size_option
-@json_option
+@json_option()
 @registry_options
 def tags(reference, full_ref, limit, page_size, as_json, client_options):
     """List the tags of REFERENCE's repository (like `crane ls`).
@@ -531,7 +606,7 @@ def tags(reference, full_ref, limit, page_size, as_json, client_options):
 @click.option("--full-ref", is_flag=True, help="Print registry/repository, not bare repository names.")
 @limit_option
 @page_size_option
-@json_option
+@json_option()
 @registry_options
 def catalog(registry, full_ref, limit, page_size, as_json, client_options):
     """List the repositories of REGISTRY's catalog (like `crane catalog`).
@@ -551,7 +626,7 @@ def catalog(registry, full_ref, limit, page_size, as_json, client_options):
 @click.argument("namespace", metavar="docker.io/NAMESPACE")
 @limit_option
 @page_size_option
-@json_option
+@json_option()
 @registry_options
 def repos(namespace, limit, page_size, as_json, client_options):
     """List the repositories of a Docker Hub user or organisation (the Hub's own API).
@@ -574,7 +649,7 @@ def repos(namespace, limit, page_size, as_json, client_options):
 @click.option("--official", is_flag=True, help="Only Docker Official Images.")
 @limit_option
 @page_size_option
-@json_option
+@json_option()
 @registry_options
 def search(keyword, official, limit, page_size, as_json, client_options):
     """Search Docker Hub for repositories matching KEYWORD (the Hub's search API).
@@ -713,13 +788,11 @@ def _echo_extract_report(report, out_dir) -> None:
 
 @cli.command()
 @click.argument("reference")
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to save (default: this machine's, else the first).")
-@click.option("--layer", "layers", multiple=True, metavar="N|DIGEST",
-              help="A layer to save: index (0 = base, -1 = top) or digest (a unique hex prefix will do). Repeatable.")
+@platform_option(f"Platform to save ({PLATFORM_DEFAULT}).")
+@layer_option("A layer to save", name="layers", multiple=True)
 @click.option("--all", "all_layers", is_flag=True, help="Save every layer.")
 @click.option("--config", "config", is_flag=True, help="Save the config blob too (as <digest hex>.json).")
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), metavar="DIR", default="downloads",
-              show_default=True, help="Directory to save into.")
+@output_dir_option("downloads")
 @click.option("--format", "fmt", type=click.Choice(["blobs", "oci", "docker-archive"]), default="blobs", show_default=True,
               help="oci: the whole image as an OCI layout directory DIR/<repo>_<tag>.oci (skopeo copy oci:..., crane); "
                    "docker-archive: as a tar DIR/<repo>_<tag>.tar (docker load).")
@@ -782,12 +855,11 @@ save.help += """
 @db_argument
 @click.option("--match", "-m", "patterns", multiple=True, metavar="PATTERN",
               help="Export the layers holding files that match (same rules as `find`). Repeatable.")
-@click.option("--layer", "digests", multiple=True, metavar="DIGEST", help="Export this layer of the index. Repeatable.")
+@layer_option("Export this layer of the index", name="digests", multiple=True, index=False)
 @click.option("--files", is_flag=True, help="Write only the matching files, not whole blobs.")
-@click.option("-i", "--ignore-case", is_flag=True, help="Match patterns case-insensitively.")
+@ignore_case_option
 @click.option("--keep-modes", is_flag=True, help="With --files: keep setuid/setgid bits.")
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), metavar="DIR", default="downloads",
-              show_default=True, help="Directory to save into.")
+@output_dir_option("downloads")
 @click.option("--format", "fmt", type=click.Choice(["blobs", "oci", "docker-archive"]), default="blobs", show_default=True,
               help="oci / docker-archive: write each indexed image holding such a layer, whole, as `save --format` does.")
 @registry_options
@@ -860,11 +932,10 @@ export.help += _BLOB_EXIT_STATUS
 @cli.command()
 @click.argument("reference")
 @click.argument("patterns", nargs=-1, required=True)
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to read (default: this machine's, else the first).")
-@click.option("--layer", metavar="N|DIGEST", help="Read only this layer (index or digest), deleted files included.")
-@click.option("-o", "--output", "out_dir", type=click.Path(path_type=Path), metavar="DIR",
-              help="Directory to write the files under (image paths are kept). "
-                   "[default: ./extracted/<registry>/<repository>/<tag>]")
+@platform_option(f"Platform to read ({PLATFORM_DEFAULT}).")
+@layer_option("Read only this layer, deleted files included")
+@output_dir_option(help="Directory to write the files under (image paths are kept). "
+                        "[default: ./extracted/<registry>/<repository>/<tag>]")
 @click.option("--force", is_flag=True, help="Replace files already in the output directory (refused by default).")
 @click.option("--max-output", metavar="SIZE", default="10G", show_default=True,
               help="Stop before file contents written pass SIZE in all (10M, 1.5G; powers of 1024).")
@@ -873,7 +944,7 @@ export.help += _BLOB_EXIT_STATUS
 @click.option("--stdout", "to_stdout", is_flag=True, help="Write the one matching file's contents to standard output.")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
               help="An index holding this image: read only the layers with matches, each up to its last match.")
-@click.option("-i", "--ignore-case", is_flag=True, help="Match patterns case-insensitively.")
+@ignore_case_option
 @click.option("--keep-modes", is_flag=True, help="Keep setuid/setgid bits (dropped by default).")
 @click.option("--verify", is_flag=True, help="Read every layer opened to its end and check its digest (no early stop).")
 @registry_options
@@ -970,8 +1041,8 @@ extract.help += _BLOB_EXIT_STATUS
 @cli.command()
 @click.argument("reference")
 @click.argument("path")
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to read (default: this machine's, else the first).")
-@click.option("--layer", metavar="N|DIGEST", help="Read only this layer (index or digest), deleted files included.")
+@platform_option(f"Platform to read ({PLATFORM_DEFAULT}).")
+@layer_option("Read only this layer, deleted files included")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path),
               help="An index of the image: read only the layer holding PATH, from the checkpoint before it.")
 @click.option("--verify", is_flag=True, help="Read whole layers and check their digests (no partial reads).")
@@ -1042,7 +1113,7 @@ def browse(db, host, port, open_browser, client_options):
         layerslayer browse images.db
         layerslayer browse images.db --port 8080 --open
     """
-    from .browse import browse as serve
+    from .browse.server import browse as serve
 
     serve(db, host=host, port=port, open_browser=open_browser,
           echo=click.echo, warn=lambda text: click.echo(text, err=True), options=client_options)
@@ -1163,7 +1234,7 @@ def _echo_hits(hits, fmt: str | None, with_image: bool = True) -> int:
 
 
 _format_options = [
-    click.option("--json", "fmt", flag_value="json", help="One JSON array of objects."),
+    json_option(dest="fmt", flag_value="json"),
     click.option("--nl", "fmt", flag_value="nl", help="One JSON object per line."),
     click.option("--csv", "fmt", flag_value="csv", help="CSV with a header row."),
 ]
@@ -1178,19 +1249,19 @@ def format_options(fn):
 @cli.command()
 @db_argument
 @click.argument("patterns", nargs=-1)
-@click.option("-i", "--ignore-case", is_flag=True, help="Match PATTERNs case-insensitively.")
+@ignore_case_option
 @click.option("--preset", "presets", multiple=True, metavar="NAME",
               help="Add the patterns of a recon preset (e.g. secrets; always case-insensitive). Repeatable.")
 @click.option("--list-presets", is_flag=True, is_eager=True, expose_value=False, callback=_list_presets,
               help="Print every preset and its patterns, then exit.")
 @click.option("--image", "images", multiple=True, metavar="REF",
               help="Only this image: full or short reference, repository (every tag) or digest. Repeatable.")
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Only this platform.")
+@platform_option("Only this platform.")
 @click.option("--type", "types", multiple=True, metavar="f|d|l|h|c|b|p",
               help="Only this entry type: file, dir, symlink, hardlink, char, block, fifo. Repeatable.")
 @click.option("--min-size", metavar="SIZE", help="Only entries of at least SIZE bytes (10M, 1.5G, 512K; powers of 1024).")
 @click.option("--max-size", metavar="SIZE", help="Only entries of at most SIZE bytes.")
-@click.option("--layer", metavar="DIGEST", help="Only this layer (a unique digest prefix will do).")
+@layer_option("Only this layer", note="; N needs --image (and --platform) naming one image platform")
 @click.option("--deleted", is_flag=True, help="Only entries a later layer deleted (whiteout or opaque directory): still in their blob.")
 @click.option("--visible", is_flag=True, help="Only entries present in the image's final filesystem.")
 @click.option("--exclude", "excludes", multiple=True, metavar="GLOB",
@@ -1294,11 +1365,7 @@ def secrets(db, images, detectors, state, where, fmt):
         layerslayer secrets images.db --detector private-key --image app:1.0 --json
     """
     from .findings import list_secrets, scanned_anything
-    from .secretscan import DETECTORS
 
-    unknown = [d for d in detectors if d not in DETECTORS]
-    if unknown:
-        raise click.UsageError(f"unknown detector {unknown[0]!r} (detectors: {', '.join(DETECTORS)})")
     database = _open_index(db)
     try:
         found = list_secrets(database, images=images, detectors=detectors, state=state, where=where)
@@ -1354,10 +1421,9 @@ secrets.help += _FIND_EXIT_STATUS
 @db_argument
 @click.argument("reference")
 @click.argument("path", required=False)
-@click.option("--layer", metavar="N|DIGEST",
-              help="List one layer (0 = base, -1 = top, or a digest prefix): its own entries, whiteout markers included.")
+@layer_option("List one layer, its own entries, whiteout markers included")
 @click.option("--merged", is_flag=True, help="List the final filesystem, whiteouts applied (the default).")
-@click.option("--platform", metavar="OS/ARCH[/VARIANT]", help="Platform to list (default: this machine's, else the first).")
+@platform_option(f"Platform to list ({PLATFORM_DEFAULT}).")
 @click.option("--depth", "-d", type=click.IntRange(min=0), metavar="N",
               help="Only N levels below PATH (1: what is directly in it, like plain ls).")
 @format_options
@@ -1404,7 +1470,7 @@ ls_command.help += """
 
 @cli.command()
 @db_argument
-@click.option("--json", "as_json", is_flag=True, help="One JSON array of objects (with every platform).")
+@json_option("array of objects (with every platform)")
 @debug_option
 def images(db, as_json):
     """List the images of index DB: reference, digest, platforms, layers, files.

@@ -72,6 +72,12 @@ def list_secrets(db, *, images: Sequence[str] = (), detectors: Sequence[str] = (
 
     if state is not None and state not in STATES:
         raise UsageError(f"state must be one of {', '.join(STATES)}, not {state!r}")
+    # Imported here, for start-up speed: it compiles every detector.
+    from .secretscan import DETECTORS
+
+    unknown = [d for d in detectors if d not in DETECTORS]
+    if unknown:
+        raise UsageError(f"unknown detector {unknown[0]!r} (detectors: {', '.join(DETECTORS)})")
     conditions, params = [], []
     if images:
         ids = _resolve_images(db, images)

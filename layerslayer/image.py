@@ -7,8 +7,9 @@ from dataclasses import dataclass, field
 
 from .display import human_size, printable
 from .errors import NotFound, RegistryError, UsageError
-from .reference import Reference, host_platform_string, is_digest, parse_platform
+from .reference import Reference, is_digest, parse_platform
 from .registry import DIGEST_ALGORITHMS, INDEX_TYPES, MANIFEST_TYPES, Manifest, RegistryClient, load_json
+from .selectors import choose_platform
 
 ATTESTATION_TYPE = "attestation-manifest"
 FOREIGN_LAYER_MARKERS = ("foreign", "nondistributable")
@@ -236,22 +237,17 @@ def platform_matches(platform: PlatformInfo, wanted: str) -> bool:
 
 
 def select_platform(resolved: ResolvedImage, wanted: str | None = None) -> PlatformInfo:
-    "The platform asked for, else the host's when present, else the first real one."
+    "The platform asked for, else the host's when present, else the first real one (``selectors.choose_platform``)."
     candidates = resolved.real_platforms
     if not resolved.is_index:
         return resolved.platforms[0]
     if not candidates:
         raise NotFound(f"{resolved.reference.short} has no platform images (only attestations)")
-    if wanted:
-        for platform in candidates:
-            if platform_matches(platform, wanted):
-                return platform
+    chosen = choose_platform([str(p) for p in candidates], wanted)
+    if chosen is None:
         available = ", ".join(str(p) for p in candidates)
         raise NotFound(f"{resolved.reference.short} has no platform {wanted} (available: {available})")
-    for platform in candidates:
-        if platform_matches(platform, host_platform_string()):
-            return platform
-    return candidates[0]
+    return candidates[chosen]
 
 
 def align_history(config: dict, layer_count: int) -> list[HistoryStep]:
@@ -382,13 +378,13 @@ class InspectReport:
         "The exact bytes the registry served for the ``manifest``, ``config`` or ``index``."
         if what == "index":
             if not self.resolved.is_index:
-                raise UsageError(f"{self.resolved.reference.short} is a single-platform image: it has no index (try --raw manifest)")
+                raise UsageError(f"{self.resolved.reference.short} is a single-platform image: it has no index, only a manifest")
             return self.resolved.manifest.body
         if what == "manifest":
             return self.image.manifest_body
         if what == "config":
             return self.image.config_body
-        raise UsageError(f"--raw takes manifest, config or index, not {what!r}")
+        raise UsageError(f"raw takes 'manifest', 'config' or 'index', not {what!r}")
 
     def as_text(self) -> str:
         resolved, image = self.resolved, self.image

@@ -220,7 +220,7 @@ def export_layers(
     from .store import images_with_layer, layer_sources, open_db
 
     if files and not patterns:
-        raise UsageError("--files needs --match patterns")
+        raise UsageError("files needs patterns to match")
     started = time.monotonic()
     options = options or ClientOptions()
     db = open_db(db_path, read_only=True)
@@ -372,9 +372,9 @@ def extract_image(
         except ValueError as error:
             raise UsageError(str(error))
     if not parsed:
-        raise UsageError("give at least one PATTERN")
+        raise UsageError("give at least one pattern")
     if stdout is not None and len(parsed) != 1:
-        raise UsageError("--stdout writes one file: give exactly one PATTERN")
+        raise UsageError("stdout writes one file: give exactly one pattern")
     ref = parse_reference(reference)
     client = (options or ClientOptions()).client(ref)
     _, image = open_image(client, ref, platform)

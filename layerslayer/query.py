@@ -84,6 +84,7 @@ from .errors import UsageError
 from .migrations import ENTRY_TYPES
 from .patterns import Pattern, compile_patterns, glob_tokens, parse_pattern
 from .presets import PRESETS, Preset, format_presets, get_preset
+from .selectors import choose_platform, parse_layer_selector, select_layer
 from .store import path_from_row, path_text
 
 __all__ = [
@@ -485,21 +486,32 @@ def _platform_condition(wanted: str) -> tuple[str, list]:
     return f"(({cond}) OR pf.platform = ?)", params + [wanted]
 
 
-def _resolve_layer(db, text: str) -> int:
-    "The id of the indexed layer whose digest (or unique hex prefix) is ``text``."
-    hex_part = text.strip().lower()
-    algorithm = None
-    if ":" in hex_part:
-        algorithm, _, hex_part = hex_part.partition(":")
-    if not re.fullmatch(r"[0-9a-f]{4,128}", hex_part):
-        raise UsageError(f"{text!r} is not a layer digest (give sha256:<hex> or at least 4 hex digits)")
-    prefix = f"{algorithm}:{hex_part}" if algorithm else hex_part
-    cond, params = _digest_condition("digest", prefix)
-    rows = _conn(db).execute(f"SELECT id, digest FROM layers WHERE {cond} LIMIT 2", params).fetchall()
+def _resolve_layer(db, text: str | int, platform_ids: Sequence[int] | None = None) -> int:
+    """The id of the indexed layer ``text`` selects (``selectors.parse_layer_selector``).
+
+    With one platform in ``platform_ids``: a layer of its stack, by index or
+    digest. Otherwise a digest (or unique hex prefix) anywhere in the index;
+    an index then needs that one platform.
+    """
+    conn = _conn(db)
+    if platform_ids is not None and len(platform_ids) == 1:
+        stack = conn.execute(
+            "SELECT l.id, l.digest FROM platform_layers pl JOIN layers l ON l.id = pl.layer_id "
+            "WHERE pl.platform_id = ? ORDER BY pl.position",
+            list(platform_ids),
+        ).fetchall()
+        if parse_layer_selector(text, len(stack)).index is not None:
+            return select_layer(stack, text, digest=lambda row: row[1])[0]
+    selector = parse_layer_selector(text)
+    if selector.index is not None:
+        raise UsageError(f"layer {selector.text} is an index, which needs the search narrowed to one image "
+                         "platform; give the layer's digest otherwise")
+    cond, params = _digest_condition("digest", selector.digest)
+    rows = conn.execute(f"SELECT id, digest FROM layers WHERE {cond} LIMIT 2", params).fetchall()
     if not rows:
-        raise UsageError(f"the index has no layer {text}")
+        raise UsageError(f"the index has no layer {selector.text}")
     if len(rows) > 1:
-        raise UsageError(f"{text} matches more than one layer of the index: give more digits")
+        raise UsageError(f"{selector.text} matches more than one layer of the index: give more digits")
     return rows[0][0]
 
 
@@ -907,7 +919,7 @@ class FindQuery:
             raise UsageError(str(e)) from None
         parsed = typed + [p for included, _ in preset_parts for p in included]
         if not parsed:
-            raise UsageError("give at least one PATTERN or --preset")
+            raise UsageError("give at least one pattern or preset")
         try:
             self.matcher = _combined_matcher(typed, preset_parts, excluded)
         except re.error as e:
@@ -929,17 +941,17 @@ class FindQuery:
         self.min_size = parse_size(min_size) if min_size is not None else None
         self.max_size = parse_size(max_size) if max_size is not None else None
         if deleted and visible:
-            raise UsageError("--deleted and --visible exclude each other (a deleted file is not visible)")
+            raise UsageError("deleted and visible exclude each other (a deleted file is not visible)")
         self.deleted = deleted
         self.visible = visible
         if limit is not None and limit < 0:
-            raise UsageError("--limit must be positive")
+            raise UsageError("limit must be 0 or more")
         self.limit = limit
         # Scope
         self.image_ids = _resolve_images(db, images) if images else None
         self.platform = platform
         self.platform_ids = self._platforms() if (images or platform) else None
-        self.layer_id = _resolve_layer(db, layer) if layer else None
+        self.layer_id = _resolve_layer(db, layer, self.platform_ids) if layer not in (None, "") else None
         self._ids: list[int] | None = None
         self._paths: dict[int, str] = {}          # path id → real path, of the matches
         self._source: tuple | None = None
@@ -1359,29 +1371,16 @@ def _choose_image(db, ref: str) -> int:
 
 
 def _choose_platform(db, image_id: int, wanted: str | None) -> tuple[int, str]:
-    from .reference import host_platform_string
-
-    conn = _conn(db)
-    rows = conn.execute(
+    "(id, platform) of the image's platform to list: ``selectors.choose_platform`` over the indexed ones."
+    rows = _conn(db).execute(
         "SELECT id, platform FROM platforms WHERE image_id = ? AND attestation = 0 ORDER BY id", [image_id]
     ).fetchall()
     if not rows:
         raise UsageError("that image has no indexed platform")
-    if wanted:
-        cond, params = _platform_condition(wanted)
-        found = conn.execute(
-            f"SELECT pf.id, pf.platform FROM platforms pf WHERE pf.image_id = ? AND pf.attestation = 0 AND {cond} ORDER BY pf.id",
-            [image_id, *params],
-        ).fetchall()
-        if not found:
-            raise UsageError(f"no platform {wanted} indexed for that image (indexed: {', '.join(r[1] or '?' for r in rows)})")
-        return found[0]
-    if len(rows) > 1:
-        host = host_platform_string()
-        for row in rows:
-            if row[1] == host:
-                return row
-    return rows[0]
+    chosen = choose_platform([row[1] or "" for row in rows], wanted)
+    if chosen is None:
+        raise UsageError(f"no platform {wanted} indexed for that image (indexed: {', '.join(r[1] or '?' for r in rows)})")
+    return rows[chosen]
 
 
 @_without_gc
@@ -1416,20 +1415,7 @@ def list_files(
         [platform_id],
     ).fetchall()
     if layer is not None:
-        chosen = None
-        text = str(layer).strip()
-        if re.fullmatch(r"-?\d+", text) and len(text.lstrip("-")) < 4:
-            n = int(text)
-            if -len(stack) <= n < len(stack):
-                chosen = stack[n]
-            else:
-                raise UsageError(f"no layer {n}: the image has {len(stack)} layer(s) (0 to {len(stack) - 1}, or -1 for the top)")
-        else:
-            layer_id = _resolve_layer(db, text)
-            chosen = next((s for s in stack if s[1] == layer_id), None)
-            if chosen is None:
-                raise UsageError(f"layer {text} is not part of that image")
-        stack = [chosen]
+        stack = [select_layer(stack, layer, digest=lambda row: row[2])]
     missing = [s for s in stack if s[3] != "indexed"]
     if missing:
         which = ", ".join(f"{s[0]} ({s[3]})" for s in missing)
@@ -1473,7 +1459,7 @@ def _cut(hits: list[Hit], top: int, depth: int) -> list[Hit]:
     with an implicit directory row for each directory within reach that only
     deeper entries imply (tars need not hold an entry for every directory)."""
     if depth < 0:
-        raise UsageError("--depth must be 0 or more")
+        raise UsageError("depth must be 0 or more")
     present = {h.path for h in hits}
     kept: list[Hit] = []
     implied: dict[str, Hit] = {}

@@ -33,9 +33,10 @@ from harness.builder import dir_, empty, file, layer, push_image, push_index, sy
 from harness.net import free_port
 
 from layerslayer import query
-from layerslayer.browse import make_datasette
+from layerslayer.browse.server import make_datasette
 from layerslayer.cli import cli
-from layerslayer.datasette_plugin import canned_query_definitions, plan_keys
+from layerslayer.browse.queries import canned_query_definitions
+from layerslayer.browse.sqlfunctions import plan_keys
 
 MTIME_ISO = "2023-11-14T22:13:20Z"  # the harness's fixed mtime, 1_700_000_000
 
@@ -500,7 +501,7 @@ def test_ghost_rows_carry_a_ready_to_copy_extract_command(client, index_db, tmp_
 
 
 def test_ghost_commands_match_odd_names_exactly():
-    from layerslayer.datasette_plugin import ghost_extract_command
+    from layerslayer.browse.sqlfunctions import ghost_extract_command
     from layerslayer.patterns import compile_patterns
 
     for path in ("a*b/[x]?.txt", "odd/\udcff-raw", "esc/\x1b]0;title\x07", "sp ace/'quote'"):
@@ -710,7 +711,7 @@ def test_browse_open_prints_the_url_and_opens_it(index_db, monkeypatch):
     import uvicorn
     import webbrowser
 
-    from layerslayer import browse
+    from layerslayer.browse import server as browse
 
     served, opened = [], []
     monkeypatch.setattr(uvicorn.Server, "run", lambda self, sockets=None: served.append(sockets[0].getsockname()))
@@ -814,7 +815,7 @@ def test_browse_answers_only_its_own_host_names(index_db):
 
 
 def test_browse_host_names_follow_the_bound_address():
-    from layerslayer.browse import allowed_hosts, host_allowed
+    from layerslayer.browse.server import allowed_hosts, host_allowed
 
     assert allowed_hosts("127.0.0.1", 8001) == {"127.0.0.1:8001", "localhost:8001", "[::1]:8001"}
     assert allowed_hosts("192.0.2.7", 8080) == {"192.0.2.7:8080"}

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 from harness.builder import file, layer, push_image
 
-from layerslayer.browse import make_datasette
+from layerslayer.browse.server import make_datasette
 from layerslayer.cli import cli
 from test_seekable import big_members
 

@@ -25,7 +25,7 @@ import pytest
 from click.testing import CliRunner
 from harness.builder import file, layer, push_image
 
-from layerslayer.browse import make_datasette
+from layerslayer.browse.server import make_datasette
 from layerslayer.cli import cli
 from layerslayer.patterns import compile_patterns, glob_tokens, parse_pattern
 

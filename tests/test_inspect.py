@@ -52,7 +52,7 @@ def test_multi_arch_with_attestation(registry, unique_repo, media):
 def test_default_platform_is_host_or_first(registry, unique_repo):
     pushed = push_index(registry, f"{unique_repo()}:v1", images=["linux/s390x", "linux/amd64"], attestation=True)
     data = inspect_json(pushed.ref)
-    from layerslayer.image import host_platform_string
+    from layerslayer.reference import host_platform_string
 
     expected = "amd64" if host_platform_string() == "linux/amd64" else "s390x"
     assert data["platform"]["architecture"] == expected

@@ -21,11 +21,11 @@ from harness.builder import (
 
 from layerslayer.download import blob_path
 from layerslayer.cli import cli
-from layerslayer.image import host_platform_string
 from layerslayer.interactive import (
     BadAnswer, EndOfInput, Prompter, format_entry, parse_layer_selection, parse_platform_choice, parse_yes_no,
     printable,
 )
+from layerslayer.reference import host_platform_string
 from layerslayer.tarstream import Entry
 from dbrows import rows
 

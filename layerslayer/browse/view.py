@@ -1,4 +1,4 @@
-"""`browse`: view one file of an indexed layer (a Datasette plugin of its own).
+"""`browse`: view one file of an indexed layer.
 
 A "view" link beside each regular file of the ``files`` table fetches the file
 from a registry the layer was indexed from, the way ``cat --db`` does (TOC
@@ -7,8 +7,9 @@ credentials ``browse`` was started with. Nothing is written to the index: it
 is read through its own read-only connection. Text is shown escaped, anything
 else as a hex dump of its first KiB; a download link gives the bytes.
 
-Kept apart from :mod:`layerslayer.datasette_plugin` (it only adds to what that
-plugin renders) so the two can change independently.
+The package's ``render_cell`` adds the link (:func:`with_view_link`) and
+``register_routes`` serves :func:`view_file`; the cat machinery is imported
+when a file is first viewed, not when Datasette starts.
 """
 
 from __future__ import annotations
@@ -20,9 +21,11 @@ import sqlite3
 import urllib.parse
 
 import markupsafe
-from datasette import hookimpl
 from datasette.utils import await_me_maybe
 from datasette.utils.asgi import Response
+
+from ..errors import LayerslayerError, NotFound
+from .databases import check_access
 
 #: The most a view shows; a download gives up to DOWNLOAD_CAP.
 VIEW_CAP = 1 << 20
@@ -37,25 +40,25 @@ def set_options(datasette, options) -> None:
     _options[id(datasette)] = options
 
 
+#: The view's route (``register_routes``): a database and a layer digest, the entry's offset as ``?offset=``.
+ROUTE = r"^/-/layerslayer/(?P<database>[^/]+)/view/(?P<digest>[a-z0-9]+:[0-9a-f]+)$"
+
+
 def view_url(datasette, database: str, digest: str, offset: int) -> str:
     return datasette.urls.path(f"/-/layerslayer/{urllib.parse.quote(database, safe='')}/view/{digest}?offset={offset}")
 
 
-@hookimpl(tryfirst=True)
-def render_cell(row, value, column, table, database, datasette):
-    from .datasette_plugin import is_index
-    from .datasette_plugin import render_cell as plugin_render_cell
-
-    if column == "listed_via" and table == "layers" and isinstance(value, str) and is_index(datasette, database):
-        return _how_read(row, value, database, datasette)
-    if column != "path" or not isinstance(value, str) or not is_index(datasette, database):
-        return None
+def has_view_link(row, value, column: str) -> bool:
+    "Does this cell get a view link: the path of a regular file whose layer and offset the row gives?"
+    if column != "path" or not isinstance(value, str):
+        return False
     keys = row.keys() if hasattr(row, "keys") else ()
-    if not {"layer_digest", "offset", "type"} <= set(keys) or row["type"] != "file":
-        return None
-    # The main plugin's own rendering of the cell (a ghost row's copy-ready
-    # command included), with the view link after it.
-    shown = plugin_render_cell(row, value, column, table, database, datasette)
+    return {"layer_digest", "offset", "type"} <= set(keys) and row["type"] == "file"
+
+
+def with_view_link(row, value: str, database: str, datasette, shown):
+    """The cell as the package renders it otherwise (``shown``, a ghost row's
+    copy-ready command included), with the view link after it."""
     href = view_url(datasette, database, row["layer_digest"], row["offset"])
     link = markupsafe.Markup(f' <a class="ll-view" href="{html.escape(href, quote=True)}" title="Show its contents">view</a>')
 
@@ -65,7 +68,7 @@ def render_cell(row, value, column, table, database, datasette):
     return inner
 
 
-def _how_read(row, listed_via: str, database: str, datasette):
+def listed_via_cell(row, listed_via: str, database: str, datasette):
     "How `cat --db` and the view read a file of this layer: by TOC, from checkpoints, or streaming."
     if listed_via.endswith("-toc"):
         return markupsafe.Markup(f"{html.escape(listed_via)} <small>(files read by TOC offsets)</small>")
@@ -79,32 +82,6 @@ def _how_read(row, listed_via: str, database: str, datasette):
         how = f"{count} checkpoints: files read with one Range request" if count else "stream only"
         return markupsafe.Markup(f"{html.escape(listed_via)} <small>({how})</small>")
     return inner
-
-
-CHECKPOINTS_METADATA = {
-    "description": "Where inflating a big gzip layer can resume (see `layerslayer index --span`): "
-                   "`cat --db`, `extract --db` and the view links read one file from the checkpoint before it.",
-    "columns": {
-        "layer_id": "The layer (layers.id).",
-        "uncompressed": "Offset in the layer's tar stream where the checkpoint is.",
-        "bits": "Offset in the compressed blob, in bits: a deflate block boundary.",
-        "window": "The 32 KiB of tar stream before it (zlib-compressed), the dictionary inflating resumes with.",
-    },
-    "hidden": True,
-}
-
-
-@hookimpl
-def get_metadata(datasette, key, database, table):
-    from .datasette_plugin import index_databases
-
-    return {"databases": {name: {"tables": {"checkpoints": CHECKPOINTS_METADATA}}
-                          for name in index_databases(datasette)}}
-
-
-@hookimpl
-def register_routes(datasette):
-    return [(r"^/-/layerslayer/(?P<database>[^/]+)/view/(?P<digest>[a-z0-9]+:[0-9a-f]+)$", view_file)]
 
 
 class _Enough(Exception):
@@ -133,14 +110,15 @@ class _Capped:
 def read_indexed_file(db_file: str, digest: str, offset: int, options, cap: int) -> tuple[str, _Capped, list[str]]:
     """(path, content up to ``cap``, notes) of the entry at ``offset`` of layer
     ``digest``, fetched from a registry and image the index names."""
-    from . import store
-    from .catfile import cat_planned
-    from .errors import LayerslayerError, NotFound
-    from .extraction import LayerPlan
-    from .image import open_image
-    from .options import ClientOptions
-    from .reference import Reference
-    from .seekable import plan_seek
+    # Imported on the first view, not when Datasette starts: the download
+    # machinery (and ``requests``) is needed only to fetch a file.
+    from .. import store
+    from ..catfile import cat_planned
+    from ..extraction import LayerPlan
+    from ..image import open_image
+    from ..options import ClientOptions
+    from ..reference import Reference
+    from ..seekable import plan_seek
 
     conn = sqlite3.connect("file:" + urllib.parse.quote(db_file) + "?mode=ro", uri=True)
     try:
@@ -184,11 +162,9 @@ def read_indexed_file(db_file: str, digest: str, offset: int, options, cap: int)
 
 
 async def view_file(request, datasette):
-    from .datasette_plugin import _check
-
     database = urllib.parse.unquote(request.url_vars["database"])
     digest = request.url_vars["digest"]
-    refused = await _check(request, datasette, database, "layers")
+    refused = await check_access(request, datasette, database, "layers")
     if refused is not None:
         return refused
     try:
@@ -197,8 +173,6 @@ async def view_file(request, datasette):
         return Response.html("offset must be a number", status=400)
     download = request.args.get("download") == "1"
     db_file = datasette.get_database(database).path
-    from .errors import LayerslayerError, NotFound
-
     try:
         path, out, notes = await asyncio.to_thread(
             read_indexed_file, db_file, digest, offset, _options.get(id(datasette)),

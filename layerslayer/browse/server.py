@@ -9,7 +9,7 @@ state. Read-only connections see every layer as soon as its transaction
 commits, and cannot write (the plugin also sets ``PRAGMA query_only``).
 
 Datasette 0.65 has no write endpoints for such a database; the plugin
-(:mod:`layerslayer.datasette_plugin`) defines no writable canned query.
+(:mod:`layerslayer.browse`) defines no writable canned query.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ import urllib.parse
 from pathlib import Path
 from typing import Callable
 
-from .display import printable
-from .errors import LayerslayerError, UsageError
-from .store import NotAnIndex
+from .. import browse as plugin
+from ..display import printable
+from ..errors import LayerslayerError, UsageError
+from ..store import NotAnIndex, open_db
+from .databases import file_is_index
+from .view import set_options
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8001
@@ -70,8 +73,6 @@ def check_index(path) -> Path:
         raise NotAnIndex(f"Cannot read {name}: {e.strerror or e}") from None
     if head != b"SQLite format 3\x00":
         raise NotAnIndex(f"{name} is not a layerslayer index (not an SQLite database)")
-    from .datasette_plugin import file_is_index
-
     if not file_is_index(path):
         try:
             conn = sqlite3.connect("file:" + urllib.parse.quote(name) + "?mode=ro", uri=True)
@@ -90,8 +91,6 @@ def _needs_immutable(path: Path) -> bool:
     """True when SQLite can open the index only as immutable (a WAL index on a
     read-only file system); raises NotAnIndex / SchemaMismatch like the other
     reading commands (``store.open_db(read_only=True)``)."""
-    from .store import open_db
-
     db = open_db(path, read_only=True)
     try:
         return db.immutable
@@ -104,20 +103,14 @@ def ensure_plugin_registered() -> None:
     layerslayer runs from a source tree without being installed, register it."""
     from datasette.plugins import pm
 
-    from . import browse_view, datasette_plugin
-
-    if not pm.is_registered(datasette_plugin):
-        pm.register(datasette_plugin, name="layerslayer")
-    if not pm.is_registered(browse_view):
-        pm.register(browse_view, name="layerslayer_view")
+    if not pm.is_registered(plugin):
+        pm.register(plugin, name="layerslayer")
 
 
 def make_datasette(path, settings: dict | None = None, options=None):
     """A Datasette serving the index at ``path`` read-only, with the plugin;
     ``options`` (ClientOptions) are used when a page fetches a file's contents."""
     from datasette.app import Datasette
-
-    from .browse_view import set_options
 
     path = check_index(path)
     ensure_plugin_registered()
