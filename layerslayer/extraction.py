@@ -553,11 +553,7 @@ def plan_from_index(db, layers: Sequence, patterns: Sequence[str | Pattern], *, 
 
 def add_seek_plans(db, plans: dict[str, LayerPlan], layers: dict) -> None:
     "Give each plan whose layer has checkpoints before its entries the Range to read them with."
-    from .store import (  # only with an index: start-up speed
-        entry_extents,
-        layer_checkpoints,
-        layer_listed_via,
-    )
+    from .store import entry_extents, layer_checkpoints, layer_listed_via  # only with an index: start-up speed
 
     for digest, layer_plan in plans.items():
         if (layer_listed_via(db, digest) or "").endswith("-toc"):

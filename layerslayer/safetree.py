@@ -110,6 +110,16 @@ def _truncate_utf8(data: bytes, limit: int) -> bytes:
     return data
 
 
+def _set_mtime(set_times, mtime) -> None:
+    "Give an extracted file its tar mtime, unless this platform cannot hold that time (or there is none)."
+    if mtime is None:
+        return
+    try:
+        set_times((mtime, mtime))
+    except (OverflowError, ValueError):
+        pass
+
+
 class SafeTree:
     """Writes tar entries under ``root`` and nowhere else.
 
@@ -430,14 +440,3 @@ class SafeTree:
             self._ours.discard(tuple(disk))
         self.layer_files = []
         self._layer_written = {}
-
-
-def _set_mtime(set_times, mtime) -> None:
-    "Give an extracted file its tar mtime, unless this platform cannot hold that time (or there is none)."
-    if mtime is None:
-        return
-    try:
-        set_times((mtime, mtime))
-    except (OverflowError, ValueError):
-        pass
-

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from typing import Iterable, Iterator
 
 from .decompress import MAX_RATIO, OUTPUT_CHUNK_SIZE, RATIO_CHECK_AFTER, decompress
-from .errors import TarError
+from .errors import TarError, VerificationError
 from .registry import skip_bytes
+from .tarstream import TarReader
 
 #: Compressed bytes between two checkpoints.
 DEFAULT_SPAN = 4 << 20
@@ -384,8 +385,6 @@ class SeekStream:
     ``verify()`` (checks what can be: each entry's size against the index)."""
 
     def __init__(self, chunks: Iterable[bytes], plan: SeekPlan, digest: str):
-        from .tarstream import TarReader
-
         self.plan = plan
         self.digest = digest
         self.fetched = 0
@@ -401,8 +400,6 @@ class SeekStream:
             yield chunk
 
     def entries(self):
-        from .errors import VerificationError
-
         base = self.plan.first
         for entry in self.reader:
             entry.offset += base
