@@ -119,7 +119,7 @@ def main() -> None:
     cli = [sys.executable, "-m", "layerslayer"]
 
     work = Path(tempfile.mkdtemp(prefix="bench-checkpoints-"))
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "layerslayer"), str(ROOT / "migrations")],
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "layerslayer")],
                    env=ENV, check=True)
     registry = Registry(work / "registry", "anonymous").start()
     proxy = FaultProxy(registry).start()

@@ -565,7 +565,7 @@ def _span(text: str) -> int:
     return value
 
 
-# -- discovery (issue 17) ------------------------------------------------------------
+# -- discovery ------------------------------------------------------------
 
 limit_option = click.option("--limit", type=click.IntRange(min=1), help="Stop after this many results.")
 page_size_option = click.option("--page-size", type=click.IntRange(min=1), help="Results asked for per page.")
@@ -697,7 +697,7 @@ def merge(out, shards, quiet):
                f"{totals['platforms']} platforms, {totals['layers_indexed']} layers, {totals['files']:,} files added")
 
 
-# -- save / export / extract (issue 5) ------------------------------------------------
+# -- save / export / extract ------------------------------------------------
 
 _BLOB_EXIT_STATUS = """
     \b
@@ -1086,7 +1086,7 @@ def cat(reference, path, platform, layer, db_path, verify, client_options):
     sys.exit(0 if report.written else 1)
 
 
-# -- browse (issue 7) ------------------------------------------------------------------
+# -- browse ------------------------------------------------------------------
 
 
 @cli.command()
@@ -1119,7 +1119,7 @@ def browse(db, host, port, open_browser, client_options):
           echo=click.echo, warn=lambda text: click.echo(text, err=True), options=client_options)
 
 
-# -- find / ls / images (issue 4) -------------------------------------------------------
+# -- find / ls / images -------------------------------------------------------
 
 _FIND_EXIT_STATUS = """
     \b
@@ -1157,8 +1157,7 @@ def _echo_table(headers: list[str], rows: list[list[str]]) -> None:
 
 
 def _hit_cells(hit, with_image: bool = True) -> list[str]:
-    from .display import human_size
-    from .query import format_mtime, printable
+    from .display import human_size, printable, short_mtime
 
     path = printable(hit.path)
     if hit.type == "symlink":
@@ -1175,7 +1174,7 @@ def _hit_cells(hit, with_image: bool = True) -> list[str]:
         path += f"  (deleted in layer {hit.deleted_in_layer}{', recreated' if hit.recreated else ''})"
     size = human_size(hit.size) if hit.type == "file" else "-"
     owner = "-" if hit.implicit else f"{printable(hit.uname or str(hit.uid))}/{printable(hit.gname or str(hit.gid))}"
-    cells = [str(hit.layer_index), hit.mode_string, owner, size, format_mtime(hit.mtime), path]
+    cells = [str(hit.layer_index), hit.mode_string, owner, size, short_mtime(hit.mtime), path]
     return ([printable(hit.image), printable(hit.platform or "-")] if with_image else []) + cells
 
 

@@ -32,18 +32,6 @@ _GZIP_FEED = 64 << 10  # compressed bytes per decompress() call
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 
-def compression_of(media_type: str | None) -> str:
-    """Map a layer media type to "gzip", "zstd", "none" or "auto"."""
-    mt = (media_type or "").split(";", 1)[0].strip().lower()
-    if mt.endswith(("+gzip", ".gzip", "+gz", ".tgz", "tar.gz", "/gzip", "/x-gzip")):
-        return "gzip"
-    if mt.endswith(("+zstd", ".zstd", "tar.zst", "/zstd")):
-        return "zstd"
-    if mt.endswith((".tar", "/x-tar", "/tar")) or mt.endswith("layer.v1.tar"):
-        return "none"
-    return "auto"
-
-
 def sniff_compression(head: bytes) -> str:
     """Guess the compression from the first bytes of a blob."""
     if head[:2] == _GZIP_MAGIC:

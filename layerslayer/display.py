@@ -12,11 +12,13 @@ from __future__ import annotations
 import datetime
 import functools
 import shlex
+import stat
 
+from .oci import ENTRY_TYPES, MODE_CHARS, OPAQUE, REPLACES_DIRECTORY, WHITEOUT
 from .reference import Reference
 
 #: What ``entries.whiteout`` codes mean (the views show 0/1 flags instead).
-WHITEOUT_CODES = {0: "", 1: "whiteout", 2: "opaque", 3: "replaces a directory"}
+WHITEOUT_CODES = {0: "", WHITEOUT: "whiteout", OPAQUE: "opaque", REPLACES_DIRECTORY: "replaces a directory"}
 
 SHORT_DIGEST_HEX = 12
 
@@ -66,11 +68,9 @@ def spreadsheet_safe(value):
 
 def type_name(value) -> str | None:
     "A type code (0-6) or name as its name."
-    from .migrations import ENTRY_TYPES as TYPE_NAMES  # here: this module stays light to import
-
-    if isinstance(value, int) and 0 <= value < len(TYPE_NAMES):
-        return TYPE_NAMES[value]
-    if isinstance(value, str) and value in TYPE_NAMES:
+    if isinstance(value, int) and 0 <= value < len(ENTRY_TYPES):
+        return ENTRY_TYPES[value]
+    if isinstance(value, str) and value in ENTRY_TYPES:
         return value
     return None
 
@@ -89,21 +89,20 @@ def human_size(size: int | float | None) -> str:
     return f"{value:.1f} TB"
 
 
+@functools.lru_cache(maxsize=1024)
+def mode_string(type_: str, mode: int) -> str:
+    """``-rwxr-xr-x``, ``drwxr-xr-x``, ``lrwxrwxrwx``, ``-rwsr-xr-x``: as ``ls -l``
+    and ``find`` print modes (hard links show ``h`` as in ``tar -tv``)."""
+    return MODE_CHARS.get(type_, "?") + stat.filemode(mode & 0o7777)[1:]
+
+
 def format_mode(mode: int, type_=None) -> str:
-    """``-rwxr-xr-x``, ``drwxr-xr-x``, ``lrwxrwxrwx``, ``-rwsr-xr-x``: as ``find`` prints
-    modes (hard links show ``h`` as in ``tar -tv``). ``type_`` is a type name or code."""
-    return _mode_string()(type_name(type_) or "?", int(mode) & 0o7777)
-
-
-@functools.lru_cache(maxsize=1)
-def _mode_string():
-    from .query import mode_string  # the one `find` prints
-
-    return mode_string
+    "A mode as :func:`mode_string` shows it; ``type_`` is a type name or code."
+    return mode_string(type_name(type_) or "?", int(mode) & 0o7777)
 
 
 def format_mtime(value) -> str | None:
-    "Seconds since the epoch as ISO 8601 UTC (``2023-11-14T22:13:20Z``); None if not a time."
+    "Seconds since the epoch as ISO 8601 UTC (``2023-11-14T22:13:20Z``, exact: JSON, Datasette); None if not a time."
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     try:
@@ -114,11 +113,15 @@ def format_mtime(value) -> str | None:
     return moment.replace(tzinfo=None).isoformat(timespec=timespec) + "Z"
 
 
-def is_digest(value) -> bool:
-    if not isinstance(value, str):
-        return False
-    algorithm, sep, hexpart = value.partition(":")
-    return bool(sep) and algorithm.isalnum() and len(hexpart) >= 32 and all(c in "0123456789abcdef" for c in hexpart)
+@functools.lru_cache(maxsize=8192)  # the files of a layer mostly share a few times
+def short_mtime(mtime: float | None) -> str:
+    "Seconds since the epoch as ``2023-11-14 22:13`` UTC, for a table column (``ls -l``); ``-`` if not a time."
+    if mtime is None:
+        return "-"
+    try:
+        return datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    except (OverflowError, OSError, ValueError):
+        return "-"
 
 
 def short_digest(digest: str) -> str:
@@ -127,11 +130,6 @@ def short_digest(digest: str) -> str:
     if len(hexpart) <= SHORT_DIGEST_HEX:
         return digest
     return f"{algorithm}:{hexpart[:SHORT_DIGEST_HEX]}\u2026"
-
-
-def is_multi_platform(media_type: str | None) -> bool:
-    "True for an OCI index or a Docker manifest list (the image needs --platform)."
-    return bool(media_type) and ("image.index" in media_type or "manifest.list" in media_type)
 
 
 def pinned_reference(registry: str, repository: str, tag: str | None, digest: str | None) -> str:

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
-from .decompress import compression_of
 from .errors import LayerslayerError, RegistryError, UsageError, VerificationError
+from .oci import blob_extension
 from .outdir import OutputDirError
 from .reference import DOCKER_HUB
 from .registry import RegistryClient, hasher_for
@@ -53,15 +53,6 @@ _HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0
 _HEX = re.compile(r"^[0-9a-f]{32,128}$")
 
 
-def extension_for(media_type: str | None) -> str:
-    """File extension for a blob's media type: tar.gz, tar.zst, tar or json."""
-    mt = (media_type or "").split(";", 1)[0].strip().lower()
-    if mt.endswith("json") or "config" in mt:
-        return "json"
-    kind = compression_of(mt)
-    return {"gzip": "tar.gz", "zstd": "tar.zst", "none": "tar"}.get(kind, "tar.gz" if "gzip" in mt else "blob")
-
-
 def registry_dir_name(registry: str) -> str:
     "Docker Hub is stored as docker.io, as people write it; other hosts as host[:port]."
     return "docker.io" if registry == DOCKER_HUB else registry
@@ -83,7 +74,7 @@ def blob_path(out_dir: str | os.PathLike, registry: str, repository: str, digest
     algorithm, _, hex_part = digest.partition(":")
     if not _HEX.match(hex_part) or not algorithm.isalnum():
         raise UsageError(f"{digest!r} is not a valid blob digest")
-    return Path(out_dir, registry, *components, f"{hex_part}.{extension_for(media_type)}")
+    return Path(out_dir, registry, *components, f"{hex_part}.{blob_extension(media_type)}")
 
 
 DEFAULT_EXTRACT_ROOT = Path("extracted")

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
 from . import tarstream, toc
-from .decompress import compression_of, decompress
+from .decompress import decompress
 from .errors import LayerslayerError, VerificationError
+from .oci import layer_compression
 from .patterns import Pattern, compile_patterns, parse_pattern
 from .registry import RegistryClient, hasher_for
 from .safetree import DEFAULT_MAX_OUTPUT, OutputCapReached, Refused, RefusedEntry, SafeTree, WrittenEntry
@@ -152,7 +153,7 @@ class LayerStream:
         else:
             self._raw = client.iter_blob(repository, digest, chunk_size=chunk_size)
         self._counted = self._count()
-        self.reader = tarstream.TarReader(decompress(self._counted, compression_of(media_type)))
+        self.reader = tarstream.TarReader(decompress(self._counted, layer_compression(media_type)))
 
     def _count(self) -> Iterator[bytes]:
         for chunk in self._raw:

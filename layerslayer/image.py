@@ -7,17 +7,12 @@ from dataclasses import dataclass, field
 
 from .display import human_size, printable
 from .errors import NotFound, RegistryError, UsageError
-from .reference import Reference, is_digest, parse_platform
-from .registry import DIGEST_ALGORITHMS, INDEX_TYPES, MANIFEST_TYPES, Manifest, RegistryClient, load_json
+from .oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, SCHEMA1_TYPES, is_attestation, is_digest, is_foreign
+from .reference import Reference, parse_platform
+from .registry import Manifest, RegistryClient, load_json
 from .selectors import choose_platform
 
-ATTESTATION_TYPE = "attestation-manifest"
-FOREIGN_LAYER_MARKERS = ("foreign", "nondistributable")
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
-SCHEMA1_TYPES = {
-    "application/vnd.docker.distribution.manifest.v1+json",
-    "application/vnd.docker.distribution.manifest.v1+prettyjws",
-}
 
 
 @dataclass
@@ -64,7 +59,7 @@ class LayerInfo:
     @property
     def foreign(self) -> bool:
         "Non-distributable layers (Windows base layers) live elsewhere: never fetched."
-        return any(marker in self.media_type for marker in FOREIGN_LAYER_MARKERS)
+        return is_foreign(self.media_type)
 
     def as_dict(self) -> dict:
         data = {"index": self.index, "digest": self.digest, "media_type": self.media_type, "size": self.size}
@@ -143,7 +138,7 @@ class PlatformImage:
 
 def valid_digest(value) -> bool:
     "sha256/sha384/sha512 with the right number of lowercase hex digits."
-    return isinstance(value, str) and value.partition(":")[0] in DIGEST_ALGORITHMS and is_digest(value)
+    return is_digest(value, known=True)
 
 
 def _is_size(value) -> bool:
@@ -183,11 +178,6 @@ def _checked_descriptors(descriptors, where: str, list_name: str, entry_name: st
     return descriptors
 
 
-def _is_attestation(descriptor: dict) -> bool:
-    annotations = descriptor.get("annotations") or {}
-    return annotations.get("vnd.docker.reference.type") == ATTESTATION_TYPE
-
-
 def resolve(client: RegistryClient, ref: Reference) -> ResolvedImage:
     "Fetch the manifest or index a reference names and list its platforms."
     manifest = client.get_manifest(ref.repository, ref.reference, display=ref.short)
@@ -212,12 +202,12 @@ def resolve(client: RegistryClient, ref: Reference) -> ResolvedImage:
                     digest=descriptor["digest"],
                     media_type=descriptor.get("mediaType") or "",
                     size=descriptor.get("size"),
-                    attestation=_is_attestation(descriptor),
+                    attestation=is_attestation(descriptor),
                     annotations=descriptor.get("annotations") or {},
                     os_version=plat.get("os.version"),
                 )
             )
-        return ResolvedImage(ref, manifest.digest, media_type or "application/vnd.oci.image.index.v1+json", platforms, manifest, True)
+        return ResolvedImage(ref, manifest.digest, media_type or OCI_INDEX, platforms, manifest, True)
     if media_type in MANIFEST_TYPES or "layers" in data:
         # A single-platform image: its platform is in the config, read on demand.
         platform = PlatformInfo("", "", None, manifest.digest, media_type, len(manifest.body))

@@ -21,14 +21,16 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from . import secretscan, seekable, store, tarstream, toc
-from .decompress import compression_of, decompress, sniff_compression
+from .decompress import decompress, sniff_compression
 from .errors import LayerslayerError, UsageError, VerificationError
 from .image import (
     LayerInfo, PlatformImage, ResolvedImage, check_single_platform, human_size, load_platform, resolve, select_platform,
 )
+from .oci import layer_compression
 from .options import ClientOptions
 from .reference import Reference, parse_reference
-from .registry import RegistryClient, hasher_for
+from .registry import RegistryClient
+from .verify import Digester
 
 log = logging.getLogger("layerslayer")
 
@@ -187,28 +189,29 @@ def _prefetch(chunks: Iterable[bytes], depth: int = PREFETCH_CHUNKS,
 
 
 class VerifiedStream:
-    "Counts and hashes blob bytes as they pass, so the digest is checked at the end."
+    "Counts and hashes blob bytes as they pass (a :class:`verify.Digester`), so the digest is checked at the end."
 
     def __init__(self, chunks: Iterable[bytes], digest: str, on_bytes: Callable[[int], None] = lambda n: None):
         self.chunks = chunks
         self.digest = digest
-        self.hasher = hasher_for(digest)
-        self.size = 0
+        self.digester = Digester(digest)
         self.on_bytes = on_bytes
 
+    @property
+    def size(self) -> int:
+        "Bytes read so far."
+        return self.digester.count
+
     def __iter__(self) -> Iterator[bytes]:
+        update, on_bytes = self.digester.update, self.on_bytes
         for chunk in self.chunks:
-            self.hasher.update(chunk)
-            self.size += len(chunk)
-            self.on_bytes(len(chunk))
+            update(chunk)
+            on_bytes(len(chunk))
             yield chunk
 
     def verify(self, expected_size: int | None) -> None:
-        actual = f"{self.digest.partition(':')[0]}:{self.hasher.hexdigest()}"
-        if actual != self.digest:
-            raise VerificationError(f"layer {self.digest} does not match its digest (got {actual})")
-        if expected_size and self.size != expected_size:
-            raise VerificationError(f"layer {self.digest} is {self.size} bytes, the manifest says {expected_size}")
+        self.digester.size = expected_size
+        self.digester.check(f"layer {self.digest}")
 
 
 class Cancelled(Exception):
@@ -295,7 +298,7 @@ def index_layer(
 
 def _inflate(chunks: Iterable[bytes], job: LayerJob, span: int, points: list) -> Iterator[bytes]:
     "The layer's tar stream; with checkpoints appended to ``points`` where they pay (see seekable)."
-    compression = compression_of(job.media_type)
+    compression = layer_compression(job.media_type)
     if not span or (job.size or 0) < seekable.DEFAULT_MIN_SIZE or compression not in ("gzip", "auto"):
         return decompress(chunks, compression)
     it = iter(chunks)

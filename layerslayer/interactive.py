@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import stat
 import sys
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -34,8 +33,7 @@ from pathlib import Path
 from typing import Callable, ContextManager, Iterable, Iterator, TextIO
 
 from . import download, store, tarstream
-from .decompress import compression_of
-from .display import printable
+from .display import mode_string, printable
 from .errors import AuthError, LayerslayerError, NotFound, UsageError
 from .image import (
     LayerInfo, PlatformImage, PlatformInfo, ResolvedImage, human_size, load_platform, platform_matches, resolve,
@@ -43,6 +41,7 @@ from .image import (
 )
 from .indexer import VerifiedStream, record_image, record_platform, write_listing
 from .options import DEFAULT_TOKEN_FILE, ClientOptions
+from .oci import layer_compression, whiteout_target
 from .reference import Reference, parse_reference
 from .registry import RegistryClient
 
@@ -259,9 +258,6 @@ def parse_yes_no(text: str) -> bool:
 
 # -- showing entries ------------------------------------------------------------------
 
-_TYPE_CHARS = {"file": "-", "dir": "d", "symlink": "l", "hardlink": "h", "char": "c", "block": "b", "fifo": "p"}
-
-
 def format_entry(entry: tarstream.Entry) -> str:
     """One ``tar -tv``-like line: type and mode, owner, human size, path (and what it points to)::
 
@@ -269,7 +265,7 @@ def format_entry(entry: tarstream.Entry) -> str:
         -rw-r--r--  root/root     1.2 KB   etc/passwd
         lrwxrwxrwx  root/root              bin -> usr/bin
     """
-    mode = _TYPE_CHARS.get(entry.type, "?") + stat.filemode(entry.mode & 0o7777)[1:]
+    mode = mode_string(entry.type, entry.mode & 0o7777)
     owner = f"{printable(entry.uname) or entry.uid}/{printable(entry.gname) or entry.gid}"
     if entry.type == "file":
         size = human_size(entry.size)
@@ -288,9 +284,7 @@ def format_entry(entry: tarstream.Entry) -> str:
         parent = entry.path.rpartition("/")[0]
         path += f"  [opaque: hides what lower layers have in {printable(parent) or '/'}/]"
     elif entry.whiteout:
-        parent, _, name = entry.path.rpartition("/")
-        deleted = f"{parent}/{name[4:]}" if parent else name[4:]
-        path += f"  [whiteout: deletes {printable(deleted)}]"
+        path += f"  [whiteout: deletes {printable(whiteout_target(entry.path))}]"
     return f"  {mode}  {owner:<17} {size:>9}  {path}"
 
 
@@ -496,7 +490,7 @@ class Flow:
         """Show a layer's entries from its blob chunks; with --db record them.
         ``finish()`` reads the rest of the blob and verifies it."""
         counter = [0]
-        entries = self._listing(tarstream.iter_entries(chunks, compression_of(layer.media_type)), counter)
+        entries = self._listing(tarstream.iter_entries(chunks, layer_compression(layer.media_type)), counter)
         try:
             if self.db is not None and store.layer_status(self.db, layer.digest) != "indexed":
                 write_listing(self.db, layer.digest, entries, finish)

@@ -19,11 +19,10 @@ from typing import Callable
 
 from .download import download_blob, progress_context
 from .errors import LayerslayerError, UsageError
+from .oci import OCI_INDEX
 from .registry import RegistryClient, sha256_digest
 
 FORMATS = ("oci", "docker-archive")
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
 
 
 @dataclass

@@ -22,6 +22,7 @@ from .download import DEFAULT_OUTPUT, DownloadResult, blob_path, default_extract
 from .errors import AuthError, LayerslayerError, NotFound, UsageError
 from .extraction import ExtractReport, LayerPlan, extract_files, plan_from_index, say_once
 from .image import open_image
+from .oci import OCI_CONFIG
 from .options import ClientOptions
 from .outdir import make_dirs_below, prepare_output_dir
 from .patterns import parse_pattern
@@ -131,8 +132,7 @@ def save_image(
             continue
         jobs.append((layer.digest, layer.media_type, layer.size))
     if config:
-        config_type = "application/vnd.oci.image.config.v1+json"
-        jobs.append((image.config_digest, config_type, None))
+        jobs.append((image.config_digest, OCI_CONFIG, None))
     for digest, media_type, size in jobs:
         dest = blob_path(out_dir, ref.registry, ref.repository, digest, media_type)
         make_dirs_below(out_dir, dest.parent)

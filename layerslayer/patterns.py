@@ -231,7 +231,3 @@ def compile_patterns(patterns: Iterable[str | Pattern], ignore_case: bool = Fals
 
     matcher.patterns = parsed  # type: ignore[attr-defined]
     return matcher
-
-
-def parse_patterns(patterns: Iterable[str], ignore_case: bool = False) -> list[Pattern]:
-    return [parse_pattern(p, ignore_case) for p in patterns]

@@ -50,7 +50,8 @@ How a ``find`` runs
    its own blob), ``deleted_in_layer``, ``deleted_by``, ``recreated`` and
    ``visible`` (present in the final merged filesystem), with exactly the
    rules of the ``ghost_files`` and ``visible_files`` views (see
-   ``layerslayer.migrations``).
+   ``layerslayer.migrations``) and of :mod:`layerslayer.overlay`, which states
+   them once in Python (``tests/test_overlay.py`` holds all three together).
 
 Whiteout markers themselves (``.wh.*``) are not files and never show up in
 ``find`` (``ls --layer N`` lists them).
@@ -68,7 +69,6 @@ registry host, the repository matches in any registry.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import functools
 import gc
 import itertools
@@ -79,9 +79,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Sequence
 
-from .display import printable  # noqa: F401  (the one escaper; callers may still say query.printable)
+from . import overlay
+from .display import mode_string, printable  # noqa: F401  (the one escaper; callers may still say query.printable)
 from .errors import UsageError
-from .migrations import ENTRY_TYPES
+from .oci import DIGEST_ALGORITHMS, ENTRY_TYPES, OPAQUE, TYPE_CODES, TYPE_LETTERS, WHITEOUT, is_whiteout
 from .patterns import Pattern, compile_patterns, glob_tokens, parse_pattern
 from .presets import PRESETS, Preset, format_presets, get_preset
 from .selectors import choose_platform, parse_layer_selector, select_layer
@@ -90,21 +91,13 @@ from .store import path_from_row, path_text
 __all__ = [
     "UnknownImage", "Hit", "PathPlan", "FindQuery", "LayerMatch", "ImageSummary", "PlatformSummary",
     "find", "count", "plan_pattern", "layers_matching", "list_files", "list_images", "match_images",
-    "parse_size", "mode_string", "PRESETS", "Preset", "preset_patterns", "format_presets", "TYPE_LETTERS",
+    "parse_size", "PRESETS", "Preset", "preset_patterns", "format_presets", "TYPE_LETTERS",
 ]
 
 
 class UnknownImage(UsageError):
     "An --image / REF that matches no indexed image (exit status 2)."
 
-
-#: ``--type`` letters (as in ``find -type``) → entry type names.
-TYPE_LETTERS = {"f": "file", "d": "dir", "l": "symlink", "h": "hardlink", "c": "char", "b": "block", "p": "fifo"}
-_TYPE_CODE = {name: code for code, name in enumerate(ENTRY_TYPES)}
-_TYPE_CHAR = {"dir": "d", "file": "-", "symlink": "l", "hardlink": "h", "char": "c", "block": "b", "fifo": "p"}
-
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
 
 # Letters that Python's re.IGNORECASE (the -i of patterns.py) equates with a
 # character outside ASCII: i/I ~ U+0130 U+0131, k/K ~ U+212A (Kelvin sign),
@@ -130,8 +123,6 @@ def _conn(db) -> sqlite3.Connection:
 
 def _without_gc(fn):
     "Decorator: run ``fn`` under :func:`_no_gc`."
-    import functools
-
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         with _no_gc():
@@ -180,22 +171,6 @@ def parse_size(text: str | int) -> int:
         raise UsageError(f"invalid size {text!r}: use bytes or a number with K, M, G or T (e.g. 10M, 1.5G, 2MiB)")
     base = 1024 if match.group(3) else 1000
     return int(float(match.group(1)) * base ** _POWERS[match.group(2).lower()])
-
-
-@functools.lru_cache(maxsize=1024)
-def mode_string(type_: str, mode: int) -> str:
-    "``-rwxr-xr-x`` (``ls -l``; hard links show ``h`` as in ``tar -tv``)."
-    out = [_TYPE_CHAR.get(type_, "?")]
-    for i, (special, letter) in enumerate(((0o4000, "s"), (0o2000, "s"), (0o1000, "t"))):
-        shift = 6 - 3 * i
-        out.append("r" if mode & (4 << shift) else "-")
-        out.append("w" if mode & (2 << shift) else "-")
-        x = mode & (1 << shift)
-        if mode & special:
-            out.append(letter if x else letter.upper())
-        else:
-            out.append("x" if x else "-")
-    return "".join(out)
 
 
 def preset_patterns(name: str) -> list[str]:
@@ -396,7 +371,7 @@ def _digest_prefix(text: str) -> str | None:
     text = text.strip().lower()
     if ":" in text:
         algorithm, _, hex_part = text.partition(":")
-        if algorithm in ("sha256", "sha384", "sha512") and hex_part and _HEX.match(hex_part):
+        if algorithm in DIGEST_ALGORITHMS and hex_part and _HEX.match(hex_part):
             return text
         return None
     if len(text) >= 12 and _HEX.match(text):
@@ -615,7 +590,7 @@ def _hit(row) -> Hit:
         image, image_digest, platform or "", layer_index, layer_digest,
         path if path_bytes is None else path_from_row(path, path_bytes),
         ENTRY_TYPES[type_code], size, mode, uid, gid, uname, gname, mtime, linkname, offset, offset + header_size,
-        "whiteout" if whiteout == 1 else "opaque" if whiteout == 2 else "",
+        "whiteout" if whiteout == WHITEOUT else "opaque" if whiteout == OPAQUE else "",
         image_id=image_id, platform_id=platform_id, layer_id=layer_id, position=position, path_id=path_id,
         code=whiteout,
     )
@@ -636,23 +611,6 @@ def _tops(rows: Iterable[tuple]) -> dict[tuple[int, int], tuple[int, int]]:
         if top is None or here > top:
             tops[key] = here
     return tops
-
-
-def _deleter_keys(path: str) -> list[tuple[str, int]]:
-    """(path, whiteout code) of every entry that would delete ``path`` from a
-    lower layer: ``.wh.`` markers of the path and its ancestors (1), opaque
-    markers in its ancestor directories (2), non-directories replacing an
-    ancestor directory (3)."""
-    parts = path.split("/")
-    keys = []
-    for k in range(len(parts)):
-        parent = "/".join(parts[:k])
-        lead = parent + "/" if parent else ""
-        keys.append((lead + WHITEOUT_PREFIX + parts[k], 1))
-        keys.append((lead + OPAQUE_MARKER, 2))
-        if parent:
-            keys.append((parent, 3))
-    return keys
 
 
 class _Status:
@@ -679,15 +637,12 @@ class _Status:
         "What each loaded deleting entry deletes, keyed for an ancestor walk."
         self.self_or_below, self.below = {}, {}
         for real, found in self.deleters.items():
-            parent, _, name = real.rpartition("/")
             for code, layer_id, position, marker in found:
-                if code == 1 and name.startswith(WHITEOUT_PREFIX):
-                    target = (parent + "/" if parent else "") + name[len(WHITEOUT_PREFIX):]
+                target, prefix = overlay.scope(code, real)
+                if target is not None:
                     self.self_or_below.setdefault(target, []).append((layer_id, position, marker))
-                elif code == 2 and name == OPAQUE_MARKER:
-                    self.below.setdefault(parent, []).append((layer_id, position, marker))
-                elif code == 3:
-                    self.below.setdefault(real, []).append((layer_id, position, marker))
+                else:
+                    self.below.setdefault(prefix[:-1], []).append((layer_id, position, marker))
         self.deleters_indexed = self.deleter_rows
         self.killers.clear()
 
@@ -762,7 +717,7 @@ class _Status:
                     self._add_deleter(code, path, path_bytes, layer_id, position)
             self.layers_loaded.update(todo)
             return
-        keys = {key for p in paths for key, _ in _deleter_keys(p)} - self.keys_looked_up
+        keys = {key for p in paths for key, _ in overlay.deleter_keys(p)} - self.keys_looked_up
         if not keys:
             return
         self.keys_looked_up |= keys
@@ -876,7 +831,15 @@ class FindQuery:
     named presets (case-insensitive). ``types`` are ``find -type`` letters or
     entry type names. Raises :class:`UsageError` (exit 2) for bad input and
     :class:`UnknownImage` for an ``--image`` that matches nothing.
+
+    ``source`` picks what drives the row query instead of letting the cost
+    estimate choose (the answer is the same): ``"paths"`` (the matching path
+    ids), ``"layers"`` (the layers in scope, joined to those ids) or
+    ``"layers-scan"`` (every entry of the layers in scope, matched in SQL).
     """
+
+    #: What can drive the row query (``source``).
+    SOURCES = ("paths", "layers", "layers-scan")
 
     def __init__(
         self,
@@ -896,7 +859,11 @@ class FindQuery:
         limit: int | None = None,
         exclude: Sequence[str] = (),
         with_secrets: bool = False,
+        source: str | None = None,
     ):
+        if source not in (None, *self.SOURCES):
+            raise UsageError(f"source must be one of {', '.join(self.SOURCES)}, not {source!r}")
+        self.source = source
         self.db = db
         self.conn = _conn(db)
         parsed: list[Pattern] = []
@@ -934,10 +901,10 @@ class FindQuery:
                 if not part:
                     continue
                 name = TYPE_LETTERS.get(part, part)
-                if name not in _TYPE_CODE:
+                if name not in TYPE_CODES:
                     raise UsageError(f"invalid type {part!r}: use {'|'.join(TYPE_LETTERS)}")
-                if _TYPE_CODE[name] not in self.types:
-                    self.types.append(_TYPE_CODE[name])
+                if TYPE_CODES[name] not in self.types:
+                    self.types.append(TYPE_CODES[name])
         self.min_size = parse_size(min_size) if min_size is not None else None
         self.max_size = parse_size(max_size) if max_size is not None else None
         if deleted and visible:
@@ -1009,7 +976,7 @@ class FindQuery:
             paths = self._paths
             for pid, (path, path_bytes) in candidates.items():
                 real = path if path_bytes is None else path_from_row(path, path_bytes)
-                if match(real) and not real.rpartition("/")[2].startswith(WHITEOUT_PREFIX):
+                if match(real) and not is_whiteout(real):
                     paths[pid] = real
             self._ids = sorted(paths)
         return self._ids
@@ -1019,6 +986,14 @@ class FindQuery:
         if self._source is not None:
             return self._source
         layers = self._scoped_layers()
+        if self.source is not None:
+            if self.source == "paths":
+                self._source = ("paths", self.path_ids())
+                return self._source
+            if layers is None:
+                layers = [r[0] for r in self.conn.execute("SELECT id FROM layers WHERE status = 'indexed'")]
+            self._source = ("layers", layers, self.path_ids()) if self.source == "layers" else ("layers-scan", layers)
+            return self._source
         layer_rows = None
         if layers is not None:
             layer_rows = self.conn.execute(
@@ -1482,34 +1457,10 @@ def _cut(hits: list[Hit], top: int, depth: int) -> list[Hit]:
 
 
 def _merge(layers: list[tuple[int, list[Hit]]], prefix: str | None) -> list[Hit]:
-    "Apply layers bottom to top (OCI layer rules, as the visible_files view)."
-    state: dict[str, Hit] = {}
-    for _, hits in layers:
-        targets: set[str] = set()
-        prefixes: list[str] = []
-        for h in hits:
-            if not h.code:
-                continue
-            parent, _, name = h.path.rpartition("/")
-            lead = parent + "/" if parent else ""
-            if h.whiteout == "whiteout":
-                target = lead + name[len(WHITEOUT_PREFIX):]
-                targets.add(target)
-                prefixes.append(target + "/")
-            elif h.whiteout == "opaque":
-                prefixes.append(lead)
-            else:
-                prefixes.append(h.path + "/")
-        if (targets or prefixes) and state:
-            pre = tuple(prefixes)
-            state = {k: v for k, v in state.items() if k not in targets and not (pre and k.startswith(pre))}
-        for h in hits:
-            if h.whiteout:
-                continue
-            if prefix is not None and not (h.path == prefix or h.path.startswith(prefix + "/")):
-                continue
-            state[h.path] = h
-    out = sorted(state.values(), key=lambda h: h.path)
+    "The merged filesystem at or below ``prefix`` (:func:`overlay.merge`; the visible_files view in SQL)."
+    out = overlay.merge(hits for _, hits in layers)
+    if prefix is not None:
+        out = [h for h in out if h.path == prefix or h.path.startswith(prefix + "/")]
     for h in out:
         h.visible = True
     return out
@@ -1586,17 +1537,3 @@ def list_images(db) -> list[ImageSummary]:
             "ORDER BY reference, indexed_at, id"
         )
     ]
-
-
-# ---------------------------------------------------------------------------
-# Formatting (shared by the CLI)
-
-
-@functools.lru_cache(maxsize=8192)  # the files of a layer mostly share a few times
-def format_mtime(mtime: float | None) -> str:
-    if mtime is None:
-        return "-"
-    try:
-        return datetime.datetime.fromtimestamp(mtime, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
-    except (OverflowError, OSError, ValueError):
-        return "-"

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 
 from .errors import InvalidReference
+from .oci import is_digest
 
 DOCKER_HUB = "registry-1.docker.io"
 # What people type for Docker Hub; all of them mean DOCKER_HUB.
@@ -25,8 +26,6 @@ _DOMAIN = re.compile(
     rf"^(?:{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})*|\[[0-9a-fA-F:.]+\])(?::[0-9]{{1,5}})?$"
 )
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
-_DIGEST = re.compile(r"^[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-zA-Z0-9=_-]{32,}$")
-_DIGEST_HEX_LENGTHS = {"sha256": 64, "sha384": 96, "sha512": 128}
 MAX_NAME_LENGTH = 255
 
 
@@ -69,21 +68,8 @@ class Reference:
             return self._with_suffix(self.repository.removeprefix("library/"))
         return self._with_suffix(self.name)
 
-    def with_digest(self, digest: str) -> "Reference":
-        return Reference(self.registry, self.repository, self.tag, digest)
-
     def with_tag(self, tag: str) -> "Reference":
         return Reference(self.registry, self.repository, tag, None)
-
-
-def is_digest(text: str) -> bool:
-    if not _DIGEST.match(text):
-        return False
-    algorithm, _, hex_part = text.partition(":")
-    expected = _DIGEST_HEX_LENGTHS.get(algorithm)
-    if expected is not None:
-        return len(hex_part) == expected and re.fullmatch(r"[0-9a-f]+", hex_part) is not None
-    return True
 
 
 def _looks_like_domain(component: str) -> bool:

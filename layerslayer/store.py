@@ -34,7 +34,8 @@ import sqlite_utils
 
 from . import __version__
 from .errors import LayerslayerError
-from .migrations import ENTRY_TYPES, migrations
+from .migrations import migrations
+from .oci import OPAQUE, OPAQUE_MARKER, TYPE_CODES, WHITEOUT, WHITEOUT_PREFIX
 
 
 __all__ = [
@@ -70,12 +71,6 @@ BUSY_TIMEOUT_MS = 30_000
 CACHE_KIB = 65_536
 #: Page cache of a connection that indexes layers (see :func:`tune_for_indexing`).
 INDEXING_CACHE_KIB = 8_192
-
-#: ``entries.type`` code for each ``Entry.type``.
-TYPE_CODES = {name: code for code, name in enumerate(ENTRY_TYPES)}
-
-WHITEOUT_PREFIX = ".wh."
-OPAQUE_MARKER = ".wh..wh..opq"
 
 
 class NotAnIndex(LayerslayerError):
@@ -662,8 +657,9 @@ _KIND = "CASE {} & 7 WHEN 0 THEN 1 ELSE 2 END"
 _stage_numbers = itertools.count(1)
 
 # One deletions row per deleting entry of the layer just written (codes 1-3,
-# see layerslayer.migrations); ``d`` is the entry's directory with its
-# trailing "/" ("" at the root).
+# see layerslayer.migrations): ``target`` and ``prefix`` are overlay.scope in
+# SQL (tests/test_overlay.py holds them to it); ``d`` is the entry's directory
+# with its trailing "/" ("" at the root).
 _FILL_DELETIONS = """
 INSERT OR IGNORE INTO deletions (layer_id, position, kind, target, prefix, lo, hi)
 SELECT layer_id, position, whiteout,
@@ -694,8 +690,8 @@ def _entry_rows(entries: Iterable) -> list[tuple]:
             path, path_bytes = path_text(path)
         name = path[path.rfind("/") + 1 :]
         tw = codes[e.type]
-        if name[:4] == WHITEOUT_PREFIX:
-            tw |= 16 if name == OPAQUE_MARKER else 8
+        if name[:4] == WHITEOUT_PREFIX:  # oci.whiteout_code, inlined: this loop runs for every entry indexed
+            tw |= (OPAQUE if name == OPAQUE_MARKER else WHITEOUT) << 3
         dev = 0
         if tw == 4 or tw == 5:
             dev = (e.devmajor << 32) | e.devminor
@@ -760,7 +756,6 @@ class LayerWriter:
         self.batch_size = batch_size
         self.count = 0
         self.skipped = False
-        self.committed = False
         #: (uncompressed offset, bit offset, packed window) rows committed with the layer
         self.checkpoints: list[tuple[int, int, bytes]] = []
         self._closed = False
@@ -1003,7 +998,6 @@ class LayerWriter:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        self.committed = True
         self._drop()
         return self.count
 

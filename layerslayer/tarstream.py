@@ -7,7 +7,7 @@ and a hand-written 512-byte header parser turns the tar stream into
 
 Nothing here does I/O: callers pass any iterable of ``bytes``::
 
-    for entry in iter_entries(client.iter_blob(repo, digest), compression_of(media_type)):
+    for entry in iter_entries(client.iter_blob(repo, digest), layer_compression(media_type)):
         ...
 
     reader = TarReader(decompress(chunks, "gzip"))
@@ -57,6 +57,7 @@ from typing import Iterable, Iterator
 
 from .decompress import decompress, sniff_compression
 from .errors import TarError
+from .oci import is_opaque_marker, is_whiteout
 
 __all__ = [
     "Entry",
@@ -118,13 +119,13 @@ class Entry:
 
     @property
     def whiteout(self) -> bool:
-        "True for overlay whiteouts: the basename starts with ``.wh.``."
-        return self.path.rpartition("/")[2].startswith(".wh.")
+        "True for overlay whiteouts (opaque markers included), see :mod:`layerslayer.oci`."
+        return is_whiteout(self.path)
 
     @property
     def opaque(self) -> bool:
-        "True for the opaque-directory marker ``.wh..wh..opq``."
-        return self.path.rpartition("/")[2] == ".wh..wh..opq"
+        "True for the opaque-directory marker."
+        return is_opaque_marker(self.path)
 
 
 # --- tar --------------------------------------------------------------------

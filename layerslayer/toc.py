@@ -21,7 +21,6 @@ Range fetch from there is where the file's first chunk starts.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import re
@@ -31,9 +30,18 @@ from calendar import timegm
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
-from .errors import VerificationError
 from .decompress import decompress
+from .oci import (
+    DIGEST_ALGORITHMS,
+    ESTARGZ_TOC_DIGEST,
+    ZSTD_CHUNKED_MANIFEST_CHECKSUM,
+    ZSTD_CHUNKED_MANIFEST_POSITION,
+    toc_kind,
+)
+from .oci import ZSTD_CHUNKED_OLD_CHECKSUM as _OLD_ZSTD_CHECKSUM
+from .oci import ZSTD_CHUNKED_OLD_POSITION as _OLD_ZSTD_POSITION
 from .tarstream import Entry, TarError, TarReader, normalize_path
+from .verify import Digester, check_bytes
 
 __all__ = [
     "ESTARGZ_TOC_DIGEST",
@@ -46,16 +54,10 @@ __all__ = [
     "list_toc",
 ]
 
-ESTARGZ_TOC_DIGEST = "containerd.io/snapshot/stargz/toc.digest"
 ESTARGZ_TOC_NAME = "stargz.index.json"
 ESTARGZ_FOOTER_SIZE = 51
 ESTARGZ_LEGACY_FOOTER_SIZE = 47
 
-ZSTD_CHUNKED_MANIFEST_POSITION = "io.github.containers.zstd-chunked.manifest-position"
-ZSTD_CHUNKED_MANIFEST_CHECKSUM = "io.github.containers.zstd-chunked.manifest-checksum"
-# the keys stargz-snapshotter's zstdchunked package writes
-_OLD_ZSTD_POSITION = "io.containers.zstd-chunked.manifest-position"
-_OLD_ZSTD_CHECKSUM = "io.containers.zstd-chunked.manifest-checksum"
 ZSTD_CHUNKED_FOOTER_SIZE = 64  # containers/storage
 _OLD_ZSTD_FOOTER_SIZE = 40  # stargz-snapshotter
 _ZSTD_CHUNKED_MAGIC = b"GNUlInUx"
@@ -89,17 +91,6 @@ class TocError(TarError):
     "The lazy-pull footer or table of contents is missing or unreadable."
 
 
-def toc_kind(annotations: dict | None) -> str | None:
-    """"estargz", "zstd-chunked" or None, from a layer descriptor's annotations."""
-    if not annotations:
-        return None
-    if annotations.get(ESTARGZ_TOC_DIGEST):
-        return "estargz"
-    if annotations.get(ZSTD_CHUNKED_MANIFEST_POSITION) or annotations.get(_OLD_ZSTD_POSITION):
-        return "zstd-chunked"
-    return None
-
-
 def list_toc(fetch_range: FetchRange, blob_size: int, annotations: dict) -> tuple[str, Iterator[Entry]]:
     """Dispatch on :func:`toc_kind`: returns (kind, entries). The TOC is
     fetched (and its digest checked) here; its entries are read as they are
@@ -129,13 +120,12 @@ def _fetch_tail(fetch_range: FetchRange, blob_size: int, minimum: int) -> tuple[
     return start, _fetch(fetch_range, start, blob_size - 1)
 
 
-def _verify(data: bytes, expected: str, what: str) -> None:
+def _verify(data: bytes, expected: str, what: str, size: int | None = None) -> None:
+    "``data`` against a digest the TOC or an annotation gives (hex in either case)."
     algorithm, _, hexdigest = expected.partition(":")
-    if algorithm not in ("sha256", "sha512") or not hexdigest:
+    if algorithm not in DIGEST_ALGORITHMS or not hexdigest:
         raise TocError(f"unsupported {what} digest {expected!r}")
-    actual = hashlib.new(algorithm, data).hexdigest()
-    if actual != hexdigest.lower():
-        raise VerificationError(f"{what} digest mismatch: expected {expected}, got {algorithm}:{actual}")
+    check_bytes(data, expected.lower(), f"{what} {expected}", size)
 
 
 # --- eStargz ----------------------------------------------------------------
@@ -576,7 +566,7 @@ def read_chunks(fetch_range: FetchRange, kind: str, chunks: list[Chunk], file_di
 
     import zstandard
 
-    whole = hashlib.sha256() if file_digest.startswith("sha256:") else None
+    whole = Digester(file_digest.lower()) if file_digest.startswith("sha256:") else None
     for chunk in chunks:
         raw = _fetch(fetch_range, chunk.start, chunk.end - 1)
         try:
@@ -586,12 +576,13 @@ def read_chunks(fetch_range: FetchRange, kind: str, chunks: list[Chunk], file_di
                 data = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(raw)).read(chunk.size)
         except (zlib.error, zstandard.ZstdError) as e:
             raise TocError(f"{what}: corrupt chunk at offset {chunk.start}: {e}") from None
-        if len(data) != chunk.size:
-            raise VerificationError(f"{what}: the chunk at offset {chunk.start} holds {len(data)} bytes, the TOC says {chunk.size}")
+        label = f"{what}: the chunk at offset {chunk.start}"
         if chunk.digest:
-            _verify(data, chunk.digest, f"{what} chunk at offset {chunk.start}")
+            _verify(data, chunk.digest, label, chunk.size)
+        else:
+            check_bytes(data, None, label, chunk.size)
         if whole is not None:
             whole.update(data)
         yield data
-    if whole is not None and "sha256:" + whole.hexdigest() != file_digest.lower():
-        raise VerificationError(f"{what}: content digest mismatch: the TOC says {file_digest}, got sha256:{whole.hexdigest()}")
+    if whole is not None:
+        whole.check(f"{what}: the content {file_digest}")

@@ -17,13 +17,25 @@ registry_factory  function factory: registry_factory("anonymous"|"basic"|"token"
 docker_config     function DockerConfig in a tmp dir with auths for basic_registry; DOCKER_CONFIG set,
                            its bin/ (fake credential helpers) first on PATH
 unique_repo       function factory: unique_repo("app") -> "t/<test-name>-app-<n>" never reused in the session
+rng               function random.Random for a randomised test: seeded from $LAYERSLAYER_TEST_SEED
+                           if set, else afresh; a failing test's report shows its seed
 (autouse)                  DOCKER_CONFIG points at an empty dir so the developer's real
                            ~/.docker/config.json never leaks into a test
+
+Markers
+-------
+integration  added here to every test that uses a real docker-registry (the registry fixtures,
+             and so fault_proxy, token_server, docker_config) or Chromium (``chrome``)
+slow         a test that takes more than 5 s on its own: set by hand, and here on every test
+             that drives Chromium
+``pytest -m "not integration and not slow"`` is the fast loop.
 """
 
 from __future__ import annotations
 
 import itertools
+import os
+import random
 import re
 from pathlib import Path
 from typing import Callable, Iterator
@@ -34,6 +46,48 @@ from harness.dockerconfig import DockerConfig
 from harness.proxy import FaultProxy
 from harness.registry import Registry
 from harness.tokenserver import TokenServer
+
+
+SEED_VARIABLE = "LAYERSLAYER_TEST_SEED"
+_SEED = pytest.StashKey[int]()
+
+# Fixtures that start a real program: a test using them (directly or through another fixture) is
+# an integration test. A real browser also makes it slow (10 s and more a test).
+INTEGRATION_FIXTURES = frozenset({"registry", "basic_registry", "token_registry", "registry_factory", "chrome"})
+SLOW_FIXTURES = frozenset({"chrome"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if INTEGRATION_FIXTURES.intersection(fixtures):
+            item.add_marker(pytest.mark.integration)
+        if SLOW_FIXTURES.intersection(fixtures):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.fixture(autouse=True)
+def _integration_is_marked(request: pytest.FixtureRequest) -> Iterator[None]:
+    "A test that reaches a registry through request.getfixturevalue, unseen at collection, must say so."
+    yield
+    used = INTEGRATION_FIXTURES.intersection(request.fixturenames)
+    if used and request.node.get_closest_marker("integration") is None:
+        pytest.fail(f"uses {', '.join(sorted(used))} through getfixturevalue: mark it @pytest.mark.integration")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _SEED in item.stash:
+        report.sections.append(("random seed", f"rerun with {SEED_VARIABLE}={item.stash[_SEED]} to reproduce"))
+
+
+@pytest.fixture
+def rng(request: pytest.FixtureRequest) -> random.Random:
+    seed = int(os.environ.get(SEED_VARIABLE) or random.SystemRandom().randrange(2**32))
+    request.node.stash[_SEED] = seed
+    return random.Random(seed)
 
 
 def _start(tmp_path_factory: pytest.TempPathFactory, flavour: str, **kw: object) -> Registry:

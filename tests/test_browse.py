@@ -31,6 +31,7 @@ import pytest
 from click.testing import CliRunner
 from harness.builder import dir_, empty, file, layer, push_image, push_index, symlink, whiteout
 from harness.net import free_port
+from support.index import BuiltIndex, build_index
 
 from layerslayer import query
 from layerslayer.browse.server import make_datasette
@@ -68,41 +69,15 @@ WORKER = layer([
 ])
 
 
-class Index:
-    "The module's index: where it is and what was pushed into it."
-
-    def __init__(self, path: Path, web, worker, multi):
-        self.path = path
-        self.web = web
-        self.worker = worker
-        self.multi = multi
-
-    def rows(self, sql: str, params=()) -> list:
-        conn = sqlite3.connect(self.path)
-        try:
-            return conn.execute(sql, params).fetchall()
-        finally:
-            conn.close()
-
-    def layer_id(self, digest: str) -> int:
-        return self.rows("SELECT id FROM layers WHERE digest = ?", [digest])[0][0]
-
-    def image_id(self, reference: str) -> int:
-        return self.rows("SELECT id FROM images WHERE reference = ?", [reference])[0][0]
-
-
 @pytest.fixture(scope="module")
-def index_db(registry, tmp_path_factory) -> Index:
+def index_db(registry, tmp_path_factory) -> BuiltIndex:
     prefix = f"t/browse-{uuid.uuid4().hex[:8]}"
     web = push_image(registry, f"{prefix}/web:1.0", layers=[BASE, APP, CLEANUP],
                      history=["ADD rootfs.tar /", "COPY app /app", empty("ENV MODE=prod"), "RUN rm /app/.env"])
     worker = push_image(registry, f"{prefix}/worker:2.1", layers=[BASE, WORKER])
     multi = push_index(registry, f"{prefix}/multi:latest", images=["linux/amd64", "linux/arm64/v8"])
     path = tmp_path_factory.mktemp("browse") / "index.db"
-    for args in ([web.ref, worker.ref], [multi.ref, "--all-platforms"]):
-        result = CliRunner().invoke(cli, ["index", str(path), *args])
-        assert result.exit_code == 0, result.output
-    return Index(path, web, worker, multi)
+    return build_index(path, [web.ref, worker.ref], [multi.ref, "--all-platforms"], web=web, worker=worker, multi=multi)
 
 
 class Client:

@@ -3,7 +3,6 @@ process, each unique layer downloaded once, killed workers and interrupted crawl
 losing nothing, a registry's 429 pausing every worker."""
 
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -15,6 +14,7 @@ from harness.canon import canonical
 from harness.catalog import push_catalog
 from harness.daskcluster import DaskCluster, worker_pids
 from harness.shaper import ShapingProxy
+from harness.wait import wait_until
 
 from layerslayer.cli import cli
 from layerslayer.crawl import CrawlStatus
@@ -51,6 +51,7 @@ def whole(catalog, make_fault_proxy, tmp_path):
     return build
 
 
+@pytest.mark.slow
 def test_crawl_equals_one_process_and_fetches_each_layer_once(registry, catalog, make_fault_proxy, whole, tmp_path):
     refs, digests = catalog
     proxy = make_fault_proxy(registry)
@@ -63,26 +64,30 @@ def test_crawl_equals_one_process_and_fetches_each_layer_once(registry, catalog,
     assert canonical(db) == whole(proxy)
 
 
-def test_killed_workers_lose_nothing(registry, catalog, whole, tmp_path):
+@pytest.mark.slow
+def test_killed_workers_lose_nothing(registry, catalog, whole, tmp_path, rng):
     refs, digests = catalog
     proxy = ShapingProxy(registry, rtt=0.02, bandwidth=1e6).start()
     try:
         db = tmp_path / "crawl.db"
         process = subprocess.Popen([*LAYSLAYER, "index", str(db), *through(proxy, refs), "--workers", "3", "--quiet"],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+
+        def workers_while_one_streams() -> list[int]:
+            assert process.poll() is None, "the crawl ended before three workers were killed"
+            streaming = [r for r in proxy.records if "/blobs/" in r.path and r.bytes_sent and r.status == 200
+                         and r.bytes_sent < 1_000_000]
+            return worker_pids(process.pid) if streaming else []
+
         try:
             kills = 0
             deadline = time.monotonic() + 120
-            while kills < 3 and time.monotonic() < deadline and process.poll() is None:
+            while kills < 3:
                 # Kill a worker while it streams a layer.
-                streaming = [r for r in proxy.records if "/blobs/" in r.path and r.bytes_sent and r.status == 200
-                             and r.bytes_sent < 1_000_000]
-                pids = worker_pids(process.pid)
-                if streaming and pids:
-                    os.kill(random.choice(pids), signal.SIGKILL)
-                    kills += 1
-                    time.sleep(1.0)
-                time.sleep(0.05)
+                pids = wait_until(workers_while_one_streams, max(0.0, deadline - time.monotonic()))
+                os.kill(rng.choice(pids), signal.SIGKILL)
+                kills += 1
+                time.sleep(1.0)  # kills a second apart, not three at once
             out, err = process.communicate(timeout=240)
         finally:
             if process.poll() is None:
@@ -97,6 +102,7 @@ def test_killed_workers_lose_nothing(registry, catalog, whole, tmp_path):
         proxy.stop()
 
 
+@pytest.mark.slow
 def test_interrupted_crawl_resumes(registry, catalog, whole, tmp_path):
     refs, digests = catalog
     proxy = ShapingProxy(registry, rtt=0.02, bandwidth=3e6).start()
@@ -104,11 +110,12 @@ def test_interrupted_crawl_resumes(registry, catalog, whole, tmp_path):
         db = tmp_path / "crawl.db"
         args = [*LAYSLAYER, "index", str(db), *through(proxy, refs), "--workers", "2", "--quiet"]
         process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and sum(v > 0 for v in layer_gets(proxy, digests).values()) < 6:
-            time.sleep(0.05)
-        os.killpg(process.pid, signal.SIGKILL)  # the coordinator and its whole cluster
-        process.wait()
+        try:
+            wait_until(lambda: sum(v > 0 for v in layer_gets(proxy, digests).values()) >= 6, 120,
+                       what="six layers fetched")
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)  # the coordinator and its whole cluster
+            process.wait()
         before = layer_gets(proxy, digests)
         assert 6 <= sum(v > 0 for v in before.values()) < len(digests)
         result = subprocess.run(args, capture_output=True, timeout=240)
@@ -122,6 +129,7 @@ def test_interrupted_crawl_resumes(registry, catalog, whole, tmp_path):
         proxy.stop()
 
 
+@pytest.mark.slow
 def test_a_429_pauses_every_worker(registry, catalog, tmp_path):
     refs, digests = catalog
     proxy = ShapingProxy(registry, rtt=0.05, bandwidth=2e6).start()
@@ -142,6 +150,7 @@ def test_a_429_pauses_every_worker(registry, catalog, tmp_path):
         proxy.stop()
 
 
+@pytest.mark.slow
 def test_crawl_on_a_cluster_started_with_dask_commands(registry, catalog, make_fault_proxy, whole, tmp_path):
     refs, digests = catalog
     proxy = make_fault_proxy(registry)

@@ -14,7 +14,7 @@ from harness.builder import layer, push_image
 from harness.hubserver import HubServer
 
 from layerslayer.cli import cli
-from dbrows import rows
+from harness.dbrows import rows
 
 
 def run(*args, input=None):

@@ -13,8 +13,9 @@ from harness.builder import layer, push_image
 
 from layerslayer import tarstream
 from layerslayer.cli import cli
-from layerslayer.download import BlobSpool, blob_path, download_blob, extension_for, part_path, verify_file
+from layerslayer.download import BlobSpool, blob_path, download_blob, part_path, verify_file
 from layerslayer.errors import UsageError, VerificationError
+from layerslayer.oci import blob_extension as extension_for
 from layerslayer.registry import RegistryClient
 
 

@@ -26,7 +26,7 @@ import tarfile
 
 import pytest
 from click.testing import CliRunner
-from dbrows import rows
+from harness.dbrows import rows
 from harness.builder import push_image, tar_layer
 from harness.corpus import cpython_testtar, go_testdata
 

@@ -11,11 +11,14 @@ import hashlib
 import io
 import json
 import os
+import random
 import re
 import subprocess
+import sys
 import tarfile
 import time
 import urllib.parse
+from pathlib import Path
 
 import pytest
 import requests
@@ -31,6 +34,7 @@ from harness.builder import (
 )
 from harness.registry import PASSWORD, USERNAME, basic_auth_value
 from harness.tokenserver import decode_jwt_claims
+from harness.wait import wait_until
 
 
 def challenge_params(header: str) -> dict[str, str]:
@@ -265,6 +269,7 @@ def test_push_image_roundtrip(registry, unique_repo, media, compression):
         assert decompress(blob.content, compression) == lay.tar
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("flavour", ["basic_registry", "token_registry"])
 def test_push_with_auth(flavour, request, unique_repo):
     reg = request.getfixturevalue(flavour)
@@ -571,3 +576,46 @@ def test_push_built_reuses_blobs(registry, unique_repo):
     b = push_image(registry, f"{repo}:b", [shared, layer({"b": "b"})], media="docker")
     assert a.layers[0].digest == b.layers[0].digest
     assert io.BytesIO(get_blob(registry, repo, shared.digest).content).read() == shared.blob
+
+
+# -- helpers for any test: wait_until, the seeded rng --------------------------------------------
+
+
+def test_the_harness_never_imports_layerslayer():
+    "It is an independent check of the client: importing every module of it loads no layerslayer."
+    modules = sorted(p.stem for p in (Path(__file__).parent / "harness").glob("*.py") if p.stem != "__init__")
+    code = (f"import sys\nfor m in {modules!r}:\n    __import__('harness.' + m)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'layerslayer'))")
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
+
+
+def test_wait_until_returns_the_first_true_value():
+    calls = []
+
+    def third_time() -> list[int]:
+        calls.append(1)
+        return calls if len(calls) == 3 else []
+
+    assert wait_until(third_time, timeout=5, interval=0.001) == [1, 1, 1]
+
+
+def test_wait_until_names_what_it_waited_for():
+    started = time.monotonic()
+    with pytest.raises(TimeoutError, match=r"after 0.2 s for the moon"):
+        wait_until(lambda: False, timeout=0.2, interval=0.05, what="the moon")
+    assert 0.2 <= time.monotonic() - started < 2
+
+
+def test_a_failing_randomised_test_gives_its_seed_and_the_seed_reproduces_it(tmp_path):
+    (tmp_path / "test_draw.py").write_text("def test_draw(rng):\n    print('drew', rng.random())\n    assert False\n")
+    # tests/conftest.py loaded as a plugin: its rng fixture and report hook, outside tests/ (and
+    # without the installed plugins, which take seconds to load).
+    command = [sys.executable, "-m", "pytest", "-p", "conftest", "-q", "-p", "no:cacheprovider", "test_draw.py"]
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent), LAYERSLAYER_TEST_SEED="20240611",
+               PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
+    out = subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120).stdout
+    assert f"drew {random.Random(20240611).random()}\n" in out, out
+    assert "rerun with LAYERSLAYER_TEST_SEED=20240611 to reproduce" in out, out

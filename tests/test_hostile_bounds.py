@@ -12,10 +12,11 @@ import hashlib
 import json
 import zlib
 
-from dbrows import rows
+import pytest
+from harness.dbrows import rows
 from harness.builder import OCI_LAYER_GZIP, layer, push_image, raw_layer, tar_layer
-from lazy_layers import estargz_footer
-from rawtar import END, pad, pax_record, raw_header
+from harness.lazy_layers import estargz_footer
+from harness.rawtar import END, pad, pax_record, raw_header
 from test_hostile import MAX_RSS_MB, run_measured
 
 from layerslayer.tarstream import MAX_PATH_LENGTH, NAME_BYTES_FLOOR
@@ -67,6 +68,7 @@ def test_long_names_are_bounded(registry, unique_repo, tmp_path):
     assert rss_mb < MAX_RSS_MB, f"peak RSS {rss_mb:.1f} MB"
 
 
+@pytest.mark.slow
 def test_a_toc_far_bigger_than_its_blob_is_bounded(registry, unique_repo, tmp_path):
     # Just under the cap: some 60,000 entries in a TOC of ~16 MiB, from a
     # blob of about 1 MB: listed from the TOC, one entry at a time.

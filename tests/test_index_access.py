@@ -21,6 +21,7 @@ import pytest
 from click.testing import CliRunner
 from harness.builder import file, layer, push_image
 from harness.readonly import readonly_argv, run_readonly, snapshot
+from support.index import build_index
 
 from layerslayer.cli import cli
 from layerslayer.migrations import migrations
@@ -40,9 +41,7 @@ def index(image, tmp_path):
     "A fresh index of `image` alone in its directory, closed cleanly (no -wal / -shm left)."
     directory = tmp_path / "ro"
     directory.mkdir()
-    db = directory / "index.db"
-    result = CliRunner().invoke(cli, ["index", str(db), image.ref])
-    assert result.exit_code == 0, result.output
+    db = build_index(directory / "index.db", [image.ref]).path
     assert sorted(p.name for p in directory.iterdir()) == ["index.db"]
     return db
 
@@ -75,6 +74,7 @@ def test_reading_commands_work_on_a_read_only_file_system(index, image):
     assert snapshot(index.parent) == before
 
 
+@pytest.mark.slow
 def test_export_and_extract_read_an_index_on_a_read_only_file_system(index, image, tmp_path):
     "The other commands that read an index (export DB, extract --db DB, cat --db DB) write their files elsewhere."
     before = snapshot(index.parent)
@@ -144,6 +144,7 @@ def add_future_migration(db) -> None:
     conn.close()
 
 
+@pytest.mark.slow
 def test_an_index_from_a_newer_version_is_named_and_never_written(index, image):
     add_future_migration(index)
     before = snapshot(index.parent)

@@ -15,12 +15,13 @@ from harness.builder import (
     blockdev, build_image, chardev, dir_, fifo, file, foreign_layer, hardlink, layer, opaque,
     push_image, push_index, raw_layer, read_tar, symlink, tar_layer, whiteout,
 )
-from lazy_layers import build_estargz, build_zstd_chunked, member
+from harness.lazy_layers import build_estargz, build_zstd_chunked, member
 
 from layerslayer.cli import cli
 from layerslayer.store import path_from_row
 from layerslayer.tarstream import normalize_path
-from dbrows import rows
+from harness.dbrows import rows
+from harness.wait import wait_until
 
 TYPES = {
     tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink",
@@ -278,10 +279,9 @@ def test_resume_after_sigkill_mid_layer(fault_proxy, unique_repo, tmp_path):
         [sys.executable, "-m", "layerslayer", "index", str(db), pushed.ref, "--jobs", "1"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and fault_proxy.bytes_served("/blobs/" + big.digest) < big.size // 2:
-        time.sleep(0.05)
-    time.sleep(0.3)
+    wait_until(lambda: fault_proxy.bytes_served("/blobs/" + big.digest) >= big.size // 2, 20,
+               what="half the big layer served")
+    time.sleep(0.3)  # for the client to take in what it received
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert rows(db, "PRAGMA integrity_check") == [("ok",)]

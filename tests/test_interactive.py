@@ -27,7 +27,8 @@ from layerslayer.interactive import (
 )
 from layerslayer.reference import host_platform_string
 from layerslayer.tarstream import Entry
-from dbrows import rows
+from harness.dbrows import rows
+from harness.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -639,10 +640,8 @@ def test_ctrl_c_mid_download_leaves_no_partial_file(fault_proxy, unique_repo, tm
     if mode == "peek":
         child.expect_exact(LAYER_PROMPT)
         child.sendline("0")
-    deadline = time.monotonic() + 20
-    while fault_proxy.bytes_served(blob) < big.size // 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
+    wait_until(lambda: fault_proxy.bytes_served(blob) >= big.size // 2, 20, what="half the layer served")
+    time.sleep(0.3)  # for the client to write what it received
     parts = [p for p in files_under(out) if p.name.endswith(".part")]
     assert parts, f"the download should be under way: {transcript}"
     child.sendintr()

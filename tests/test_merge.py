@@ -9,7 +9,7 @@ from harness.canon import canonical
 from harness.catalog import push_catalog
 
 from layerslayer.cli import cli
-from dbrows import rows
+from harness.dbrows import rows
 
 
 def run(*args):

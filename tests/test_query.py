@@ -20,6 +20,7 @@ from harness.builder import (
     blockdev, build_image, chardev, dir_, fifo, file, hardlink, layer, opaque, push_image, push_index, symlink,
     whiteout,
 )
+from support.index import BuiltIndex, build_index
 
 from layerslayer import query
 from layerslayer.cli import cli
@@ -60,47 +61,39 @@ TOP = [
 ]
 
 
-class Index:
-    "The pushed images and the index of all of them."
-
-    def __init__(self, registry, tmp):
-        tag = uuid.uuid4().hex[:8]
-        self.host = registry.host
-        self.base, self.middle, self.top = layer(BASE), layer(MIDDLE, compression="zstd"), layer(TOP)
-        self.v2top = layer({"app/v2.txt": "v2"})
-        self.repo = f"t/query-app-{tag}"
-        self.v1 = push_image(registry, f"{self.repo}:v1", layers=[self.base, self.middle, self.top])
-        self.v2 = push_image(registry, f"{self.repo}:v2", layers=[self.base, self.middle, self.v2top], media="docker")
-        self.multi = push_index(registry, f"t/query-multi-{tag}:latest", images=[
-            build_image([layer({"etc/platform": "amd64", "usr/bin/tool-amd64": "x"})], platform="linux/amd64"),
-            build_image([layer({"etc/platform": "arm64", "usr/bin/tool-arm64": "x"})], platform="linux/arm64/v8"),
-        ], attestation=True)
-        self.nginx_name = f"qnginx{tag}"
-        self.nginx = push_image(registry, f"library/{self.nginx_name}:latest", layers=[layer({
-            "etc/nginx/nginx.conf": "events {}\n", "usr/share/nginx/html/index.html": "<h1>hi</h1>",
-        })])
-        self.db = tmp / "index.db"
-        result = CliRunner().invoke(cli, ["index", str(self.db), self.v1.ref, self.v2.ref, self.multi.ref, self.nginx.ref,
-                                          "--all-platforms"])
-        assert result.exit_code == 0, result.output
-        self.v1_ref = f"{self.host}/{self.repo}:v1"
-        self.v2_ref = f"{self.host}/{self.repo}:v2"
-
-
 @pytest.fixture(scope="module")
-def idx(registry, tmp_path_factory):
-    return Index(registry, tmp_path_factory.mktemp("query"))
+def idx(registry, tmp_path_factory) -> BuiltIndex:
+    "The pushed images and the index of all of them."
+    tag = uuid.uuid4().hex[:8]
+    base, middle, top = layer(BASE), layer(MIDDLE, compression="zstd"), layer(TOP)
+    v2top = layer({"app/v2.txt": "v2"})
+    repo = f"t/query-app-{tag}"
+    v1 = push_image(registry, f"{repo}:v1", layers=[base, middle, top])
+    v2 = push_image(registry, f"{repo}:v2", layers=[base, middle, v2top], media="docker")
+    multi = push_index(registry, f"t/query-multi-{tag}:latest", images=[
+        build_image([layer({"etc/platform": "amd64", "usr/bin/tool-amd64": "x"})], platform="linux/amd64"),
+        build_image([layer({"etc/platform": "arm64", "usr/bin/tool-arm64": "x"})], platform="linux/arm64/v8"),
+    ], attestation=True)
+    nginx_name = f"qnginx{tag}"
+    nginx = push_image(registry, f"library/{nginx_name}:latest", layers=[layer({
+        "etc/nginx/nginx.conf": "events {}\n", "usr/share/nginx/html/index.html": "<h1>hi</h1>",
+    })])
+    return build_index(
+        tmp_path_factory.mktemp("query") / "index.db", [v1.ref, v2.ref, multi.ref, nginx.ref, "--all-platforms"],
+        host=registry.host, base=base, middle=middle, top=top, v2top=v2top, repo=repo, v1=v1, v2=v2, multi=multi,
+        nginx_name=nginx_name, nginx=nginx, v1_ref=f"{registry.host}/{repo}:v1", v2_ref=f"{registry.host}/{repo}:v2",
+    )
 
 
 @pytest.fixture
 def db(idx):
-    database = open_db(idx.db, must_exist=True)
+    database = open_db(idx.path, must_exist=True)
     yield database
     database.close()
 
 
 def run(idx, *args):
-    return CliRunner().invoke(cli, [args[0], str(idx.db), *[str(a) for a in args[1:]]])
+    return CliRunner().invoke(cli, [args[0], str(idx.path), *[str(a) for a in args[1:]]])
 
 
 def rows_of(result):
@@ -586,7 +579,7 @@ def test_reader_gone_is_status_141_and_silent(idx, args):
     # means "nothing matched").
     command, *rest = args
     rest = [f"{idx.v1_ref}" if a == "v1" else a for a in rest]
-    proc = subprocess.Popen([sys.executable, "-m", "layerslayer", command, str(idx.db), *rest],
+    proc = subprocess.Popen([sys.executable, "-m", "layerslayer", command, str(idx.path), *rest],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     proc.stdout.close()
     stderr = proc.stderr.read()
@@ -597,7 +590,7 @@ def test_reading_an_index_never_loads_the_http_stack(idx):
     # find, ls and images start faster without requests and urllib3 (~0.1 s).
     code = (
         "import sys\nfrom layerslayer.cli import cli\n"
-        f"for args in (['find', {str(idx.db)!r}, '*'], ['ls', {str(idx.db)!r}, {idx.v1_ref!r}], ['images', {str(idx.db)!r}]):\n"
+        f"for args in (['find', {str(idx.path)!r}, '*'], ['ls', {str(idx.path)!r}, {idx.v1_ref!r}], ['images', {str(idx.path)!r}]):\n"
         "    try:\n        cli.main(args, standalone_mode=False)\n    except SystemExit:\n        pass\n"
         "print('LOADED', sorted(m for m in ('requests', 'urllib3') if m in sys.modules))\n"
     )
@@ -629,21 +622,8 @@ def test_entry_sources_agree(db, idx, monkeypatch, patterns, kw):
     kw = {k: ([idx.v1_ref] if v == ["VERSION1"] else idx.base.digest if v == "BASE" else v) for k, v in kw.items()}
     expected = _all_rows(db, patterns, **kw)
     assert expected
-    choose = query.FindQuery._choose_source
-
-    def forced(kind):
-        def source(self):
-            layers = self._scoped_layers()
-            if layers is None:
-                layers = [r[0] for r in self.conn.execute("SELECT id FROM layers WHERE status = 'indexed'")]
-            return {"paths": ("paths", self.path_ids()), "layers": ("layers", layers, self.path_ids()),
-                    "layers-scan": ("layers-scan", layers)}[kind]
-        return source
-
-    for kind in ("paths", "layers", "layers-scan"):
-        monkeypatch.setattr(query.FindQuery, "_choose_source", forced(kind))
-        assert _all_rows(db, patterns, **kw) == expected, kind
-    monkeypatch.setattr(query.FindQuery, "_choose_source", choose)
+    for source in query.FindQuery.SOURCES:
+        assert _all_rows(db, patterns, source=source, **kw) == expected, source
     # Deleters loaded layer by layer instead of by key, and small batches.
     monkeypatch.setattr(query, "_DELETER_KEYS_MAX", 0)
     monkeypatch.setattr(query, "_DELETERS_PER_PATH", 0)

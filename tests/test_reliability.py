@@ -29,8 +29,9 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from dbrows import rows
+from harness.dbrows import rows
 from harness.builder import layer, push_image
+from harness.wait import wait_until
 
 from layerslayer.cli import cli
 
@@ -303,6 +304,7 @@ def test_break_after_a_long_transfer_is_still_resumed(served, fault_proxy):
     assert data == served.big.blob
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("command,flavour", [("inspect", "token"), ("index", "basic"), ("save", "token"), ("extract", "basic")])
 def test_redirect_to_another_host_never_carries_authorization(
     request, make_fault_proxy, unique_repo, tmp_path, command, flavour,
@@ -466,8 +468,7 @@ class Zygote:
     def run(self, args: list[str]) -> tuple[dict, float]:
         started = time.monotonic()
         self.start(args)
-        while not self._finished():
-            time.sleep(0.002)
+        wait_until(self._finished, 120, 0.002)
         seconds = time.monotonic() - started
         return self.reap(), seconds
 
@@ -486,7 +487,8 @@ class Zygote:
         self.proc.wait(timeout=30)
 
 
-def test_sigkill_at_random_moments_then_rerun(crash_images, tmp_path, record_property):
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_rerun(crash_images, tmp_path, record_property, rng):
     clean_db = tmp_path / "clean.db"
     clean = subprocess.run(index_cmd(clean_db, crash_images), capture_output=True, text=True, timeout=120)
     assert clean.returncode == 0, clean.stderr
@@ -502,7 +504,6 @@ def test_sigkill_at_random_moments_then_rerun(crash_images, tmp_path, record_pro
             assert outcome == {"killed": False, "code": 0}, (tmp_path / "stderr.txt").read_text()
             assert content(tmp_path / f"{name}.db") == expected
 
-        rng = random.Random(time.time_ns())
         kills, rounds, runs, mid_run = 0, 0, 0, 0
         deadline = time.monotonic() + CRASH_BUDGET
         db = tmp_path / "round0.db"
@@ -546,6 +547,7 @@ def test_sigkill_at_random_moments_then_rerun(crash_images, tmp_path, record_pro
 # -- concurrency: two writers and a reader ------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_index_runs_and_browse_on_one_database(registry, tmp_path):
     from harness.net import free_port
 

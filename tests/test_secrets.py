@@ -95,6 +95,7 @@ def commands(ref: str, host: str, creds: list[str], tmp: Path) -> list[list[str]
     ]
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("flavour", ["basic", "token"])
 def test_no_secret_in_any_output_log_or_database(request, unique_repo, tmp_path, flavour):
     reg = request.getfixturevalue("basic_registry" if flavour == "basic" else "token_registry")

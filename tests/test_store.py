@@ -596,6 +596,7 @@ def _index_in_process(path, digest, prefix, count, barrier):
         db.close()
 
 
+@pytest.mark.slow
 def test_two_processes_commit_concurrently(tmp_path):
     path = str(tmp_path / "index.db")
     open_db(path).close()

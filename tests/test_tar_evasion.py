@@ -12,9 +12,9 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from dbrows import rows
+from harness.dbrows import rows
 from harness.builder import push_image, tar_layer
-from rawtar import END, pad, pax_record, raw_header
+from harness.rawtar import END, pad, pax_record, raw_header
 
 from layerslayer.cli import cli
 

@@ -13,10 +13,11 @@ import zlib
 
 import pytest
 import zstandard
-from rawtar import MTIME, pad, pax_record, raw_header
+from harness.rawtar import MTIME, pad, pax_record, raw_header
 
 from layerslayer import decompress as decompress_module
-from layerslayer.decompress import compression_of, decompress
+from layerslayer.decompress import decompress
+from layerslayer.oci import layer_compression as compression_of
 from layerslayer.tarstream import (
     Entry,
     TarError,

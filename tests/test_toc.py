@@ -12,7 +12,7 @@ from layerslayer import toc as toc_module
 from layerslayer.errors import LayerslayerError, VerificationError
 from layerslayer.tarstream import TarError, iter_entries
 from layerslayer.toc import TocError, list_estargz, list_toc, list_zstd_chunked, toc_kind
-from lazy_layers import (
+from harness.lazy_layers import (
     ESTARGZ_TOC_DIGEST,
     ZSTD_CHECKSUM,
     ZSTD_POSITION,
@@ -119,7 +119,7 @@ def test_estargz_digest_mismatch():
     layer = build_estargz(members())
     with pytest.raises(VerificationError) as info:
         list_estargz(layer.fetcher(), layer.size, "sha256:" + "0" * 64)
-    assert "eStargz TOC digest mismatch" in str(info.value)
+    assert f"eStargz TOC sha256:{'0' * 64} does not match its digest" in str(info.value)
     assert info.value.exit_code == 3
 
 
@@ -140,7 +140,7 @@ def test_estargz_bad_footer_and_toc():
     with pytest.raises(TocError, match="too small"):
         list_estargz(lambda s, e: b"x" * (e - s + 1), 10, None)
     # a footer pointing at the wrong place
-    from lazy_layers import estargz_footer
+    from harness.lazy_layers import estargz_footer
 
     bad = layer.blob[:-51] + estargz_footer(3)
     with pytest.raises(TocError, match="eStargz TOC: "):
@@ -157,7 +157,7 @@ def test_estargz_garbage_json():
     import json
     import zlib
 
-    from lazy_layers import estargz_footer
+    from harness.lazy_layers import estargz_footer
 
     for payload in (b"{not json", json.dumps({"version": 1}).encode(), json.dumps({"entries": [{"type": "weird", "name": "x"}]}).encode()):
         ti = tarfile.TarInfo("stargz.index.json")
@@ -236,7 +236,7 @@ def test_zstd_chunked_checksum_mismatch():
     layer = build_zstd_chunked(members())
     annotations = dict(layer.annotations)
     annotations[ZSTD_CHECKSUM] = "sha256:" + "1" * 64
-    with pytest.raises(VerificationError, match="zstd:chunked manifest digest mismatch"):
+    with pytest.raises(VerificationError, match=f"zstd:chunked manifest sha256:{'1' * 64} does not match its digest"):
         list_zstd_chunked(layer.fetcher(), layer.size, annotations)
 
 

@@ -8,7 +8,7 @@ import re
 
 import markupsafe
 
-from .. import display
+from .. import display, oci
 from ..patterns import compile_patterns
 from .databases import index_databases, is_index
 from .queries import GLOB_HINT_HTML, canned_query_definitions
@@ -56,7 +56,7 @@ async def layer_page(datasette, database: str, layer_id: int) -> dict | None:
     users = []
     for r in (await db.execute(LAYER_USERS_SQL, {"id": layer_id})).rows:
         reference = display.pinned_reference(r["registry"], r["repository"], r["tag"], r["image_digest"])
-        platform = r["platform"] if display.is_multi_platform(r["media_type"]) else None
+        platform = r["platform"] if oci.is_index(r["media_type"]) else None
         users.append({
             "image": r["reference"],
             "image_url": image_url(datasette, database, r["image_id"]),
@@ -93,7 +93,7 @@ async def image_page(datasette, database: str, image_id: int) -> dict | None:
     if image is None:
         return None
     reference = display.pinned_reference(image["registry"], image["repository"], image["tag"], image["digest"])
-    multi = display.is_multi_platform(image["media_type"])
+    multi = oci.is_index(image["media_type"])
     platforms: dict[int, dict] = {}
     for r in (await db.execute(IMAGE_LAYERS_SQL, {"id": image_id})).rows:
         platform = platforms.get(r["platform_id"])

@@ -11,7 +11,7 @@ import urllib.parse
 
 import markupsafe
 
-from .. import display
+from .. import display, oci
 from . import view
 from .databases import is_index
 from .sqlfunctions import ghost_extract_command
@@ -94,11 +94,11 @@ def render_value(row, value, column: str, table: str | None, database: str, data
 
     # Foreign keys that Datasette expanded to {"value": id, "label": label}.
     if isinstance(value, dict) and "value" in value:
-        if column == "layer_id" and display.is_digest(value.get("label")):
+        if column == "layer_id" and oci.is_digest(value.get("label")):
             return _digest_html(value["label"], layer_url(datasette, database, value["value"]))
         return None
 
-    if column in DIGEST_COLUMNS and display.is_digest(value):
+    if column in DIGEST_COLUMNS and oci.is_digest(value):
         if column == "layer_digest" or (column == "digest" and table == "layers"):
             layer_id = get("layer_id") if column == "layer_digest" else get("id")
             return _digest_html(value, layer_url(datasette, database, layer_id, value))

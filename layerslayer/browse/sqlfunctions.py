@@ -9,7 +9,7 @@ import functools
 import re
 import sqlite3
 
-from .. import display
+from .. import display, oci
 from ..patterns import compile_patterns
 from ..query import plan_pattern, preset_patterns
 from ..store import path_from_row
@@ -131,7 +131,7 @@ def ghost_extract_command(registry, repository, tag, digest, media_type, platfor
         return None
     reference = display.pinned_reference(registry, repository, tag, digest)
     pattern = display.exact_pattern(path_from_row(path, path_bytes))
-    chosen = platform if display.is_multi_platform(media_type) else None
+    chosen = platform if oci.is_index(media_type) else None
     command = display.extract_command(reference, int(position), pattern, chosen)
     return command if command.isprintable() else None  # nothing to paste that a terminal would act on
 

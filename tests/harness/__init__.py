@@ -21,4 +21,10 @@ Modules
 ``tokenserver``  the Docker-Hub-style token server used by the token flavour
 ``builder``      tar layers, compression, configs, manifests, indexes, pushes
 ``proxy``        fault-injecting HTTP proxy plus a "CDN" redirect target
+``wait``         ``wait_until(predicate, timeout, interval)`` instead of poll-then-sleep loops
+``dbrows``       rows of a query on an index file, through plain sqlite3
+``rawtar``       hand-made tar headers and pax records tarfile will not write
+``lazy_layers``  eStargz and zstd:chunked layer blobs
+
+Helpers that drive layerslayer itself (``build_index``) live in ``tests/support``.
 """

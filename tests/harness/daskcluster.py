@@ -13,12 +13,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import psutil
 
 from .net import LOOPBACK, free_port
+from .wait import wait_until
 
 # Dask's own command, installed next to the Python running the tests.
 DASK = str(Path(sys.executable).parent / "dask")
@@ -45,12 +45,9 @@ class DaskCluster:
                                   "--host", LOOPBACK])
         from distributed import Client
 
-        deadline = time.monotonic() + timeout
         with Client(self.address, timeout=f"{int(timeout)}s") as client:
-            while len(client.scheduler_info()["workers"]) < self.workers:
-                if time.monotonic() > deadline:
-                    raise RuntimeError("dask workers did not join the scheduler")
-                time.sleep(0.2)
+            wait_until(lambda: len(client.scheduler_info()["workers"]) >= self.workers, timeout, 0.2,
+                       what="dask workers to join the scheduler")
         return self
 
     def stop(self) -> None:

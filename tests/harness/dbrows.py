@@ -1,4 +1,4 @@
-"""Small helpers shared by test modules (tests/ is on pytest's pythonpath)."""
+"""Rows of a query on an index file, read with plain sqlite3 (not through layerslayer)."""
 
 import sqlite3
 

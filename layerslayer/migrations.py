@@ -1,8 +1,11 @@
 """Schema migrations for layerslayer indexes (sqlite-utils ``Migrations``).
 
-Installed as ``layerslayer.migrations``. ``layerslayer.store.open_db()``
-applies whatever is pending, so every command works on an up-to-date schema.
-Migrations are append-only: never edit one that has shipped, add ``m002_…``.
+``layerslayer.store.open_db()`` applies whatever is pending, so every command
+works on an up-to-date schema. Migrations are append-only: never edit one that
+has shipped, add the next ``mNNN_…``. Each runs literal SQL text, never SQL
+built from Python values that may change later, so an index migrated today
+gets the schema an index migrated at release did (tests/test_migrations.py
+holds a hash of each shipped migration's SQL).
 
 How the schema is laid out, and why
 ===================================
@@ -133,12 +136,6 @@ migrations = Migrations("layerslayer")
 
 #: Entry type names by code, as stored in ``entries.type``.
 ENTRY_TYPES = ("dir", "file", "symlink", "hardlink", "char", "block", "fifo")
-
-_TYPE_NAME_SQL = (
-    "CASE {col} WHEN 0 THEN 'dir' WHEN 1 THEN 'file' WHEN 2 THEN 'symlink' "
-    "WHEN 3 THEN 'hardlink' WHEN 4 THEN 'char' WHEN 5 THEN 'block' "
-    "WHEN 6 THEN 'fifo' END"
-)
 
 M001_TABLES = [
     """
@@ -271,51 +268,45 @@ BEGIN
 END""",
 ]
 
-def _file_columns(e: str, p: str, l: str) -> str:
-    "The columns of the ``files`` view, from entries ``e``, paths ``p``, layers ``l``."
-    return f"""
-    {e}.layer_id AS layer_id,
-    {l}.digest AS layer_digest,
-    {e}.position AS position,
-    {e}.path_id AS path_id,
-    {p}.path AS path,
-    {p}.name AS name,
-    {_TYPE_NAME_SQL.format(col=e + ".type")} AS type,
-    {e}.size AS size,
-    {e}.mode AS mode,
-    {e}.uid AS uid,
-    {e}.gid AS gid,
-    {e}.uname AS uname,
-    {e}.gname AS gname,
-    {e}.mtime AS mtime,
-    {e}.linkname AS linkname,
-    {e}.devmajor AS devmajor,
-    {e}.devminor AS devminor,
-    {e}.whiteout IN (1, 2) AS whiteout,
-    {e}.whiteout = 2 AS opaque,
-    {e}."offset" AS "offset",
-    {e}."offset" + {e}.header_size AS data_offset,
-    {p}.path_bytes AS path_bytes"""
-
-
-def _deletes(path: str, d: str) -> str:
-    """SQL truth value: does the ``deletions`` row ``d`` delete the path text
-    ``path``? (Whether its layer is above the path's is the caller's test.)
-    The [lo, hi) range test rejects almost every pair with two comparisons."""
-    return (
-        f"{path} >= {d}.lo AND {path} < {d}.hi AND ({path} = {d}.target "
-        f"OR substr({path}, 1, length({d}.prefix)) = {d}.prefix)"
-    )
-
-
+# The views spell out everything (no SQL built from Python values) so that a
+# shipped migration runs the same text forever. Recurring pieces, written out
+# each time: the columns of ``files`` (from entries, paths and layers); the
+# entry type names (``ENTRY_TYPES``); and "does deletions row d delete path
+# P" as ``P >= d.lo AND P < d.hi AND (P = d.target OR substr(P, 1,
+# length(d.prefix)) = d.prefix)``, whose [lo, hi) range test rejects almost
+# every pair with two comparisons (whether d's layer is above P's is each
+# view's own test).
+#
 # The join orders below are forced (CROSS JOIN, INDEXED BY): without
 # statistics SQLite assumes ~10 rows per key of any index and would, say,
 # scan a whole layer by its primary key instead of probing entries_path, or
 # start ghost_files from all 5M entries instead of from the few deletions.
 M001_VIEWS = [
-    "CREATE VIEW files AS\nSELECT"
-    + _file_columns("e", "p", "l")
-    + """
+    """
+CREATE VIEW files AS
+SELECT
+    e.layer_id AS layer_id,
+    l.digest AS layer_digest,
+    e.position AS position,
+    e.path_id AS path_id,
+    p.path AS path,
+    p.name AS name,
+    CASE e.type WHEN 0 THEN 'dir' WHEN 1 THEN 'file' WHEN 2 THEN 'symlink' WHEN 3 THEN 'hardlink' WHEN 4 THEN 'char' WHEN 5 THEN 'block' WHEN 6 THEN 'fifo' END AS type,
+    e.size AS size,
+    e.mode AS mode,
+    e.uid AS uid,
+    e.gid AS gid,
+    e.uname AS uname,
+    e.gname AS gname,
+    e.mtime AS mtime,
+    e.linkname AS linkname,
+    e.devmajor AS devmajor,
+    e.devminor AS devminor,
+    e.whiteout IN (1, 2) AS whiteout,
+    e.whiteout = 2 AS opaque,
+    e."offset" AS "offset",
+    e."offset" + e.header_size AS data_offset,
+    p.path_bytes AS path_bytes
 FROM entries e
 JOIN paths p ON p.id = e.path_id
 JOIN layers l ON l.id = e.layer_id""",
@@ -374,9 +365,29 @@ SELECT
     i.reference AS image,
     pf.id AS platform_id,
     pf.platform AS platform,
-    pl.position AS layer_position,"""
-    + _file_columns("e", "vp", "l")
-    + f""",
+    pl.position AS layer_position,
+    e.layer_id AS layer_id,
+    l.digest AS layer_digest,
+    e.position AS position,
+    e.path_id AS path_id,
+    vp.path AS path,
+    vp.name AS name,
+    CASE e.type WHEN 0 THEN 'dir' WHEN 1 THEN 'file' WHEN 2 THEN 'symlink' WHEN 3 THEN 'hardlink' WHEN 4 THEN 'char' WHEN 5 THEN 'block' WHEN 6 THEN 'fifo' END AS type,
+    e.size AS size,
+    e.mode AS mode,
+    e.uid AS uid,
+    e.gid AS gid,
+    e.uname AS uname,
+    e.gname AS gname,
+    e.mtime AS mtime,
+    e.linkname AS linkname,
+    e.devmajor AS devmajor,
+    e.devminor AS devminor,
+    e.whiteout IN (1, 2) AS whiteout,
+    e.whiteout = 2 AS opaque,
+    e."offset" AS "offset",
+    e."offset" + e.header_size AS data_offset,
+    vp.path_bytes AS path_bytes,
     dl.position AS deleted_in_position,
     wp.path AS deleted_by,
     CASE d.kind WHEN 1 THEN 'whiteout' WHEN 2 THEN 'opaque' ELSE 'replaced' END AS deletion,
@@ -405,11 +416,11 @@ WHERE (vp.path = d.target OR substr(vp.path, 1, length(d.prefix)) = d.prefix)
     WHERE dl2.platform_id = dl.platform_id
       AND dl2.position > pl.position AND dl2.position <= dl.position
       AND (dl2.position < dl.position OR d2.position < d.position)
-      AND {_deletes("vp.path", "d2")}
+      AND vp.path >= d2.lo AND vp.path < d2.hi AND (vp.path = d2.target OR substr(vp.path, 1, length(d2.prefix)) = d2.prefix)
   )""",
     # Driven from the entries asked for (by name, path, platform...): each is
     # checked against the later entries at its path and the later deletions.
-    f"""
+    """
 CREATE VIEW visible_files AS
 SELECT f.*
 FROM image_files f
@@ -425,7 +436,7 @@ WHERE f.whiteout = 0
     SELECT 1 FROM platform_layers dl
     CROSS JOIN deletions d ON d.layer_id = dl.layer_id
     WHERE dl.platform_id = f.platform_id AND dl.position > f.layer_position
-      AND {_deletes("f.path", "d")}
+      AND f.path >= d.lo AND f.path < d.hi AND (f.path = d.target OR substr(f.path, 1, length(d.prefix)) = d.prefix)
   )""",
 ]
 
@@ -539,7 +550,7 @@ CREATE TABLE config_ports (
 ]
 
 M010_VIEWS = [
-    f"""
+    """
 CREATE VIEW finding_locations AS
 SELECT
     f.id AS finding_id,
@@ -561,7 +572,7 @@ SELECT
             SELECT 1 FROM platform_layers dl
             CROSS JOIN deletions d ON d.layer_id = dl.layer_id
             WHERE dl.platform_id = pl.platform_id AND dl.position > pl.position
-              AND {_deletes("p.path", "d")}
+              AND p.path >= d.lo AND p.path < d.hi AND (p.path = d.target OR substr(p.path, 1, length(d.prefix)) = d.prefix)
         ) THEN 'deleted'
         WHEN EXISTS (
             SELECT 1 FROM platform_layers sl

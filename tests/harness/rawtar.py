@@ -1,4 +1,4 @@
-"""Hand-made tar pieces for the cases tarfile will not write (tests/ is on pytest's pythonpath)."""
+"""Hand-made tar pieces for the cases tarfile will not write."""
 
 MTIME = 1_700_000_000
 END = bytes(1024)  # the end-of-archive marker: two zero blocks
