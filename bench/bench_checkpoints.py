@@ -184,7 +184,7 @@ def main() -> None:
         rows = {name: [] for name in methods}
         # What every command pays before any work: the interpreter, and it plus the imports of the cat path.
         fixed = {"python -c pass": [sys.executable, "-c", "pass"],
-                 "python: imports of cat --db, no work": [sys.executable, "-c", "import layerslayer.cli, layerslayer.blobs, "
+                 "python: imports of cat --db, no work": [sys.executable, "-c", "import layerslayer.cli, layerslayer.operations, "
                                                           "layerslayer.image, layerslayer.store, layerslayer.seekable"]}
         fixed_times: dict[str, list[float]] = {name: [] for name in fixed}
         for attempt in range(args.repeat):
@@ -200,7 +200,7 @@ def main() -> None:
                 rows[name].append((seconds, proxy.bytes_served(route), proxy.count(route, "GET"), peak))
                 shutil.rmtree(out, ignore_errors=True)
             # the same two library calls in this process: no interpreter start-up and imports
-            from layerslayer.blobs import extract_image
+            from layerslayer.operations import extract_image
 
             for name, db in (("extract_image() --db, no checkpoints (today)", db_plain), ("extract_image() --db, checkpoints", db_cp)):
                 out = work / f"lib-{attempt}"

@@ -36,7 +36,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from layerslayer.tarstream import TarReader, decompress, iter_entries  # noqa: E402
+from layerslayer.decompress import decompress  # noqa: E402
+from layerslayer.tarstream import TarReader, iter_entries  # noqa: E402
 
 WORK = HERE / ".work"
 CHUNK = 1 << 20

@@ -38,7 +38,9 @@ from .query import Hit, ImageSummary, list_files, list_images
 if TYPE_CHECKING:
     import sqlite_utils
 
-    from .blobs import ExportItem, ExportSummary, ExtractReport, SaveSummary, WrittenEntry
+    from .extraction import ExtractReport
+    from .operations import ExportItem, ExportSummary, SaveSummary
+    from .safetree import WrittenEntry
     from .image import InspectReport
     from .indexer import IndexSummary, Progress
 
@@ -49,7 +51,7 @@ def _operations() -> SimpleNamespace:
     "The command-level operations that fetch blobs: the one place api.py imports them from."
     # Imported on first use, for start-up speed: they load the HTTP stack (requests),
     # which reading an index never needs.
-    from .blobs import export_layers, extract_image, save_image
+    from .operations import export_layers, extract_image, save_image
 
     return SimpleNamespace(export_layers=export_layers, extract_image=extract_image, save_image=save_image)
 

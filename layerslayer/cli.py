@@ -812,7 +812,7 @@ def save(reference, platform, layers, all_layers, config, out_dir, fmt, client_o
         layerslayer save alpine:3.20 --all
         layerslayer save nginx:latest --layer -1 --config -o ./blobs
     """
-    from .blobs import save_image
+    from .operations import save_image
     from .display import human_size
 
     if fmt != "blobs" and (layers or config):
@@ -883,7 +883,7 @@ def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, fmt, 
         layerslayer export images.db --match '/app/.env' --files -o loot
         layerslayer export images.db --layer sha256:4abc...
     """
-    from .blobs import export_layers
+    from .operations import export_layers
     from .display import human_size
 
     if not (patterns or digests):
@@ -980,7 +980,7 @@ def extract(reference, patterns, platform, layer, out_dir, force, max_output, fo
         layerslayer extract nginx:latest '*.conf' -o nginx-conf
         layerslayer extract alpine:3.20 /etc/alpine-release --stdout
     """
-    from .blobs import extract_image
+    from .operations import extract_image
     from .errors import UsageError
     from .outdir import OutputDirError
     from .patterns import parse_pattern
@@ -1065,7 +1065,7 @@ def cat(reference, path, platform, layer, db_path, verify, client_options):
         layerslayer cat alpine:3.20 /etc/os-release
         layerslayer cat python:3.12 /usr/share/man/man1/python3.12.1 --db images.db | man -l -
     """
-    from .blobs import extract_image
+    from .operations import extract_image
     from .errors import UsageError
 
     def message(text: str) -> None:

@@ -39,7 +39,15 @@ class RegistryError(LayerslayerError):
     "The registry answered, but with something we cannot use."
 
 
+class TarError(LayerslayerError):
+    "Corrupt or hostile layer data: not a tar, bad compression, a limit exceeded."
+
+
 class VerificationError(LayerslayerError):
     "Bytes did not match the digest or size they were promised to have."
 
     exit_code = 3
+
+
+class RangeNotSupported(RegistryError):
+    "The registry refused or ignored a Range request: the blob can only be read from its start."

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
 from . import secretscan, seekable, store, tarstream, toc
+from .decompress import decompress, sniff_compression
 from .errors import LayerslayerError, UsageError, VerificationError
 from .image import (
     LayerInfo, PlatformImage, ResolvedImage, check_single_platform, human_size, load_platform, resolve, select_platform,
@@ -299,7 +300,7 @@ def _inflate(chunks: Iterable[bytes], job: LayerJob, span: int, points: list) ->
     "The layer's tar stream; with checkpoints appended to ``points`` where they pay (see seekable)."
     compression = layer_compression(job.media_type)
     if not span or (job.size or 0) < seekable.DEFAULT_MIN_SIZE or compression not in ("gzip", "auto"):
-        return tarstream.decompress(chunks, compression)
+        return decompress(chunks, compression)
     it = iter(chunks)
     head = b""
     pending = []
@@ -309,8 +310,8 @@ def _inflate(chunks: Iterable[bytes], job: LayerJob, span: int, points: list) ->
         if len(head) >= 2:
             break
     source = itertools.chain(pending, it)
-    if tarstream.sniff_compression(head[:2] + b"\0\0") != "gzip" or not seekable.available():
-        return tarstream.decompress(source, compression)
+    if sniff_compression(head[:2] + b"\0\0") != "gzip" or not seekable.available():
+        return decompress(source, compression)
     return seekable.gunzip_checkpointed(source, points, span)
 
 

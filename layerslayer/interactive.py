@@ -16,7 +16,7 @@ without echo and not logged, and any known secret (``--password``, a token
 file's token) is masked in whatever is logged.
 
 Peeking streams the layer once: the verified bytes are spooled to a ``.part``
-file next to where the download would go (:class:`blobs.BlobSpool`) and the
+file next to where the download would go (:class:`download.BlobSpool`) and the
 file is kept only when the answer is yes, so peek-then-download never fetches
 a blob twice. Ending the input or pressing Ctrl-C stops cleanly and leaves no
 half-written file in the download folder.
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ContextManager, Iterable, Iterator, TextIO
 
-from . import blobs, store, tarstream
+from . import download, store, tarstream
 from .display import mode_string, printable
 from .errors import AuthError, LayerslayerError, NotFound, UsageError
 from .image import (
@@ -298,7 +298,7 @@ class FlowOptions:
     peek_all: bool = False
     save_all: bool = False
     db_path: Path | None = None  # --db: record what is peeked
-    out_dir: Path = blobs.DEFAULT_OUTPUT
+    out_dir: Path = download.DEFAULT_OUTPUT
     client_options: ClientOptions = field(default_factory=ClientOptions)
     progress_factory: ProgressFactory | None = None  # download progress bars (--save-all)
 
@@ -457,7 +457,7 @@ class Flow:
     # -- layers ---------------------------------------------------------------
 
     def dest(self, ref: Reference, layer: LayerInfo) -> Path:
-        return blobs.blob_path(self.options.out_dir, ref.registry, ref.repository, layer.digest, layer.media_type)
+        return download.blob_path(self.options.out_dir, ref.registry, ref.repository, layer.digest, layer.media_type)
 
     @contextmanager
     def _tidy(self, dest: Path) -> Iterator[None]:
@@ -546,7 +546,7 @@ class Flow:
         """
         assert self.client is not None
         dest = self.dest(ref, layer)
-        with self._tidy(dest), blobs.BlobSpool(self.client, ref.repository, layer.digest, dest, layer.size) as spool:
+        with self._tidy(dest), download.BlobSpool(self.client, ref.repository, layer.digest, dest, layer.size) as spool:
             chunks = spool.chunks()
 
             def finish() -> int:
@@ -571,7 +571,7 @@ class Flow:
         factory = self.options.progress_factory
         bar = factory(f"layer [{layer.index}]", layer.size) if factory else nullcontext(None)
         with self._tidy(dest), bar as update:
-            result = blobs.download_blob(
+            result = download.download_blob(
                 self.client, ref.repository, layer.digest, dest, layer.size, update, keep_partial=False,
             )
         self._saved(layer, result.path, result.skipped)
@@ -612,7 +612,7 @@ class Flow:
         if not options.peek_all or options.save_all:  # layers may be saved: check the folder first
             from .outdir import prepare_output_dir, refuse_link
 
-            default = Path(options.out_dir) == blobs.DEFAULT_OUTPUT
+            default = Path(options.out_dir) == download.DEFAULT_OUTPUT
             if options.save_all:  # one line, before any network, when it cannot be written
                 prepare_output_dir(options.out_dir, link_ok=not default)
             elif default:

@@ -4,7 +4,7 @@
 
 Both hold the platform manifest exactly as the registry served it (so its
 digest is kept), the config and every layer, each blob verified against its
-digest and size as it downloads (``blobs.download_blob``).
+digest and size as it downloads (``download.download_blob``).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .download import download_blob, progress_context
 from .errors import LayerslayerError, UsageError
-from .oci import OCI_CONFIG, OCI_INDEX
+from .oci import OCI_INDEX
 from .registry import RegistryClient, sha256_digest
 
 FORMATS = ("oci", "docker-archive")
@@ -27,7 +28,7 @@ FORMATS = ("oci", "docker-archive")
 @dataclass
 class LayoutResult:
     path: Path
-    blobs: list = field(default_factory=list)  # blobs.DownloadResult of each blob fetched
+    blobs: list = field(default_factory=list)  # download.DownloadResult of each blob fetched
 
     @property
     def fetched(self) -> int:
@@ -43,8 +44,6 @@ def write_oci_layout(client: RegistryClient, ref, image, target: Path, *, progre
                      on_result: Callable | None = None) -> LayoutResult:
     """Write the platform ``image`` of ``ref`` as an OCI image layout at ``target``
     (a new or empty directory; an existing layout gains the image)."""
-    from .blobs import _progress_context, download_blob
-
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise UsageError(f"{target} exists and is not a directory")
@@ -65,7 +64,7 @@ def write_oci_layout(client: RegistryClient, ref, image, target: Path, *, progre
     config_size = _config_size(manifest.body)
     for digest, size in [(image.config_digest, config_size)] + [(layer.digest, layer.size) for layer in image.layers]:
         dest = _blob_file(target, digest)
-        with _progress_context(progress_factory, digest.partition(":")[2][:12], size) as bar:
+        with progress_context(progress_factory, digest.partition(":")[2][:12], size) as bar:
             download = download_blob(client, ref.repository, digest, dest, size, progress=bar)
         result.blobs.append(download)
         if on_result:

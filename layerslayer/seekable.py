@@ -27,7 +27,10 @@ import zlib
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
-from .tarstream import MAX_RATIO, OUTPUT_CHUNK_SIZE, RATIO_CHECK_AFTER, TarError
+from .decompress import MAX_RATIO, OUTPUT_CHUNK_SIZE, RATIO_CHECK_AFTER, decompress
+from .errors import TarError, VerificationError
+from .registry import skip_bytes
+from .tarstream import TarReader
 
 #: Compressed bytes between two checkpoints.
 DEFAULT_SPAN = 4 << 20
@@ -157,7 +160,7 @@ def _window_of(recent: list[bytes]) -> bytes:
 
 
 def gunzip_checkpointed(chunks: Iterable[bytes], points: list[Checkpoint], span: int = DEFAULT_SPAN) -> Iterator[bytes]:
-    """Inflate a (possibly multi-member) gzip stream like ``tarstream.decompress``
+    """Inflate a (possibly multi-member) gzip stream like ``decompress.decompress``
     and append a :class:`Checkpoint` to ``points`` about every ``span``
     compressed bytes (at the first block boundary after it)."""
     inflater = _Inflater(31)
@@ -253,8 +256,6 @@ def inflate_from(chunks: Iterable[bytes], point: Checkpoint | None) -> Iterator[
     """The tar stream from ``point.out`` on, given the blob's bytes from
     ``point.start`` on (``point`` None: the whole blob from its start)."""
     if point is None:
-        from .tarstream import decompress
-
         yield from decompress(chunks, "gzip")
         return
     inflater = _Inflater(-15)
@@ -376,28 +377,14 @@ def plan_seek(rows: list[tuple[int, int, bytes]], extents: dict[int, tuple[int, 
     return SeekPlan(point, point.start, end, first, {offset: size for offset, (_, size) in extents.items()})
 
 
-def skip_bytes(chunks: Iterable[bytes], n: int) -> Iterator[bytes]:
-    "``chunks`` without their first ``n`` bytes."
-    for chunk in chunks:
-        if n:
-            if len(chunk) <= n:
-                n -= len(chunk)
-                continue
-            chunk = chunk[n:]
-            n = 0
-        yield chunk
-
-
 class SeekStream:
     """A run of a layer's entries read from a checkpoint (the blob's bytes from
-    ``plan.start`` on, as ``chunks``). Looks like ``blobs.LayerStream`` to the
+    ``plan.start`` on, as ``chunks``). Looks like ``extraction.LayerStream`` to the
     extraction code: ``entries()`` (offsets in the whole tar stream),
     ``reader``, ``fetched``, ``complete`` (never: the digest cannot be checked),
     ``verify()`` (checks what can be: each entry's size against the index)."""
 
     def __init__(self, chunks: Iterable[bytes], plan: SeekPlan, digest: str):
-        from .tarstream import TarReader
-
         self.plan = plan
         self.digest = digest
         self.fetched = 0
@@ -413,8 +400,6 @@ class SeekStream:
             yield chunk
 
     def entries(self):
-        from .errors import VerificationError
-
         base = self.plan.first
         for entry in self.reader:
             entry.offset += base

@@ -30,6 +30,7 @@ from calendar import timegm
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator
 
+from .decompress import decompress
 from .oci import (
     DIGEST_ALGORITHMS,
     ESTARGZ_TOC_DIGEST,
@@ -39,7 +40,7 @@ from .oci import (
 )
 from .oci import ZSTD_CHUNKED_OLD_CHECKSUM as _OLD_ZSTD_CHECKSUM
 from .oci import ZSTD_CHUNKED_OLD_POSITION as _OLD_ZSTD_POSITION
-from .tarstream import Entry, TarError, TarReader, decompress, normalize_path
+from .tarstream import Entry, TarError, TarReader, normalize_path
 from .verify import Digester, check_bytes
 
 __all__ = [

@@ -19,7 +19,7 @@ from harness.builder import (
     dir_, empty, file, foreign_layer, layer, push_image, push_index, raw_layer, symlink, whiteout,
 )
 
-from layerslayer.blobs import blob_path
+from layerslayer.download import blob_path
 from layerslayer.cli import cli
 from layerslayer.interactive import (
     BadAnswer, EndOfInput, Prompter, format_entry, parse_layer_selection, parse_platform_choice, parse_yes_no,

@@ -234,7 +234,7 @@ def test_persistent_fault_fails_with_one_clear_line(served, fault_proxy, tmp_pat
     result = COMMANDS[command](served, fault_proxy, tmp_path, "--retries", "2", "--timeout", "0.5", ok=False)
     assert result.seconds < COMMAND_BOUND
     if command == "extract" and fault != "503":
-        # blobs.ranged_chunks names the exception class, not the reason (noted for its owner).
+        # RegistryClient.iter_blob_ranges names the exception class, not the reason (noted for its owner).
         reason = "broke"
     assert reason in result.output, result.output
 

@@ -17,7 +17,8 @@ from harness.builder import compress, file, layer, push_image
 
 from layerslayer import seekable
 from layerslayer.cli import cli
-from layerslayer.tarstream import TarError, decompress
+from layerslayer.decompress import decompress
+from layerslayer.tarstream import TarError
 
 SPAN = 1 << 20
 

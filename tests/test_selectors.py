@@ -194,7 +194,7 @@ def test_save_and_extract_read_layer_selectors_alike(three_layers, tmp_path):
     hex_part = img.middle.digest.partition(":")[2]
     for n, text in enumerate(middle_selectors(img.middle)):
         if text.lstrip("-").isdigit() and len(text) >= 4:
-            continue  # blobs.select_layers reads it as an index until it calls selectors.select_layers
+            continue  # operations.select_layers reads it as an index until it calls selectors.select_layers
         saved = run("save", img.ref, "--layer", text, "-o", tmp_path / f"save{n}")
         assert saved.exit_code == 0, (text, saved.output)
         assert [p.name.partition(".")[0] for p in (tmp_path / f"save{n}").rglob("*.tar.gz")] == [hex_part], text

@@ -15,13 +15,13 @@ import pytest
 import zstandard
 from harness.rawtar import MTIME, pad, pax_record, raw_header
 
-from layerslayer import tarstream
+from layerslayer import decompress as decompress_module
+from layerslayer.decompress import decompress
+from layerslayer.oci import layer_compression as compression_of
 from layerslayer.tarstream import (
     Entry,
     TarError,
     TarReader,
-    compression_of,
-    decompress,
     iter_entries,
     normalize_path,
 )
@@ -583,7 +583,7 @@ def test_decompressed_chunks_are_bounded():
     raw = make_tar([_info("zeros", data=bytes(5 << 20))])
     for blob in (gzip.compress(raw), zstandard.ZstdCompressor().compress(raw)):
         sizes = [len(c) for c in decompress([blob])]
-        assert max(sizes) <= tarstream.OUTPUT_CHUNK_SIZE
+        assert max(sizes) <= decompress_module.OUTPUT_CHUNK_SIZE
         assert sum(sizes) == len(raw)
 
 
@@ -737,7 +737,7 @@ def test_zstd_bomb_is_stopped():
 
 
 def test_ratio_guard_spares_normal_layers(monkeypatch):
-    monkeypatch.setattr(tarstream, "RATIO_CHECK_AFTER", 1 << 20)
+    monkeypatch.setattr(decompress_module, "RATIO_CHECK_AFTER", 1 << 20)
     raw = make_tar([_info("text", data=b"hello world " * 300_000)])
     assert [e[0] for e in listing(gzip.compress(raw))] == ["text"]
 

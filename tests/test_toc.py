@@ -192,7 +192,8 @@ def test_zstd_chunked_round_trip():
 
 
 def _content(blob, path):
-    from layerslayer.tarstream import TarReader, decompress
+    from layerslayer.decompress import decompress
+    from layerslayer.tarstream import TarReader
 
     reader = TarReader(decompress([blob]))
     for e in reader:

@@ -113,7 +113,8 @@ def read_indexed_file(db_file: str, digest: str, offset: int, options, cap: int)
     # Imported on the first view, not when Datasette starts: the download
     # machinery (and ``requests``) is needed only to fetch a file.
     from .. import store
-    from ..blobs import LayerPlan, cat_planned
+    from ..catfile import cat_planned
+    from ..extraction import LayerPlan
     from ..image import open_image
     from ..options import ClientOptions
     from ..reference import Reference
