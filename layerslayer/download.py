@@ -27,10 +27,11 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
 from .errors import LayerslayerError, RegistryError, UsageError, VerificationError
-from .oci import blob_extension
+from .oci import blob_extension, is_digest
 from .outdir import OutputDirError
 from .reference import DOCKER_HUB
-from .registry import RegistryClient, hasher_for
+from .registry import RegistryClient
+from .verify import Digester
 
 try:  # POSIX: one process per .part file
     import fcntl
@@ -50,7 +51,6 @@ Progress = Callable[[int], None]  # called with the number of bytes just added
 
 _REPO_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _HOST = re.compile(r"^[A-Za-z0-9.\-]+(?::[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?$")
-_HEX = re.compile(r"^[0-9a-f]{32,128}$")
 
 
 def registry_dir_name(registry: str) -> str:
@@ -71,9 +71,10 @@ def blob_path(out_dir: str | os.PathLike, registry: str, repository: str, digest
     components = repository.split("/")
     if not repository or not all(_REPO_COMPONENT.match(c) for c in components):
         raise UsageError(f"cannot store blobs for repository {repository!r}: not a valid repository name")
-    algorithm, _, hex_part = digest.partition(":")
-    if not _HEX.match(hex_part) or not algorithm.isalnum():
+    # Only digests we can check (sha256/384/512 in lowercase hex): a file name without "/" or "..".
+    if not is_digest(digest, known=True):
         raise UsageError(f"{digest!r} is not a valid blob digest")
+    hex_part = digest.partition(":")[2]
     return Path(out_dir, registry, *components, f"{hex_part}.{blob_extension(media_type)}")
 
 
@@ -113,10 +114,6 @@ class DownloadResult:
         return self.status == "skipped"
 
 
-def _digest_of(algorithm: str, hasher) -> str:
-    return f"{algorithm}:{hasher.hexdigest()}"
-
-
 def verify_file(path: str | os.PathLike, digest: str, size: int | None = None) -> bool:
     "True when the file's bytes have this digest (and size, when given)."
     path = Path(path)
@@ -126,11 +123,11 @@ def verify_file(path: str | os.PathLike, digest: str, size: int | None = None) -
         return False
     if not stat.S_ISREG(st.st_mode) or (size is not None and st.st_size != size):
         return False
-    hasher = hasher_for(digest)
+    digester = Digester(digest, size)
     with open(path, "rb") as f:
         while chunk := f.read(READ_CHUNK):
-            hasher.update(chunk)
-    return _digest_of(digest.partition(":")[0], hasher) == digest
+            digester.update(chunk)
+    return digester.matches()
 
 
 class _PartFile:
@@ -140,11 +137,14 @@ class _PartFile:
         self.dest = dest
         self.path = part_path(dest)
         self.digest = digest
-        self.algorithm = digest.partition(":")[0]
         self.size = size
-        self.hasher = hasher_for(digest)
-        self.written = 0
+        self.digester = Digester(digest, size)
         self.file: BinaryIO | None = None
+
+    @property
+    def written(self) -> int:
+        "Bytes in the .part so far."
+        return self.digester.count
 
     def open(self) -> "_PartFile":
         "Open (create) and lock the .part; hash what an earlier run left in it."
@@ -162,8 +162,7 @@ class _PartFile:
                 raise LayerslayerError(f"another process is downloading {self.digest} into {self.path}")
         self.file.seek(0)
         while chunk := self.file.read(READ_CHUNK):
-            self.hasher.update(chunk)
-            self.written += len(chunk)
+            self.digester.update(chunk)
         if self.size is not None and self.written > self.size:
             log.debug("%s is longer than the blob: starting over", self.path)
             self.restart()
@@ -172,34 +171,35 @@ class _PartFile:
     def restart(self) -> None:
         assert self.file is not None
         self.file.truncate(0)
-        self.hasher = hasher_for(self.digest)
-        self.written = 0
+        self.digester = Digester(self.digest, self.size)
 
     def write(self, chunk: bytes) -> None:
+        "Append a chunk; one that would take the blob past its size deletes the .part and raises instead."
         assert self.file is not None
-        if self.size is not None and self.written + len(chunk) > self.size:
+        self.digester.update(chunk)
+        try:
+            self.digester.check_not_longer()
+        except VerificationError:
             self.remove()
-            raise VerificationError(f"blob {self.digest} is longer than the {self.size} bytes its descriptor says")
+            raise
         self.file.write(chunk)
-        self.hasher.update(chunk)
-        self.written += len(chunk)
 
     def complete(self) -> bool:
         "True when the bytes so far are the whole blob (size and digest match)."
-        if self.size is not None and self.written != self.size:
-            return False
-        return _digest_of(self.algorithm, self.hasher.copy()) == self.digest
+        return self.digester.matches()
+
+    def verify(self) -> None:
+        "Raise VerificationError, the .part deleted, unless it holds the whole blob."
+        try:
+            self.digester.check(then="the download was deleted")
+        except VerificationError:
+            self.remove()
+            raise
 
     def finish(self) -> Path:
         "Verify, flush to disk, rename into place; on mismatch delete and raise."
         assert self.file is not None
-        actual = _digest_of(self.algorithm, self.hasher.copy())
-        if self.size is not None and self.written != self.size:
-            self.remove()
-            raise VerificationError(f"blob {self.digest} is {self.written} bytes, its descriptor says {self.size}; the download was deleted")
-        if actual != self.digest:
-            self.remove()
-            raise VerificationError(f"blob {self.digest} does not match its digest (got {actual}); the download was deleted")
+        self.verify()
         self.file.flush()
         os.fsync(self.file.fileno())
         os.replace(self.path, self.dest)
@@ -426,13 +426,11 @@ class BlobSpool:
     def _verify(self) -> None:
         part = self._part
         assert part is not None
-        if not part.complete():
-            actual = _digest_of(part.algorithm, part.hasher.copy())
-            part.remove()
+        try:
+            part.verify()
+        except VerificationError:
             self._done = True
-            if self.size is not None and part.written != self.size:
-                raise VerificationError(f"blob {self.digest} is {part.written} bytes, its descriptor says {self.size}; the download was deleted")
-            raise VerificationError(f"blob {self.digest} does not match its digest (got {actual}); the download was deleted")
+            raise
 
     def keep(self) -> Path:
         "Read what is left of the blob, verify it, and move it to DEST."

@@ -18,12 +18,14 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 from . import tarstream, toc
 from .decompress import decompress
-from .errors import LayerslayerError, VerificationError
-from .oci import layer_compression
+from .errors import LayerslayerError
+from .oci import is_whiteout, layer_compression, whiteout_code
+from .overlay import scope
 from .patterns import Pattern, compile_patterns, parse_pattern
-from .registry import RegistryClient, hasher_for
+from .registry import RegistryClient
 from .safetree import DEFAULT_MAX_OUTPUT, OutputCapReached, Refused, RefusedEntry, SafeTree, WrittenEntry
 from .seekable import SeekStream, plan_seek
+from .verify import Digester
 
 # Extraction reads the network in smaller pieces than a download: when it
 # stops early, little has been fetched past the last wanted entry.
@@ -85,7 +87,10 @@ class MergedView:
     Feed every entry of a layer to :meth:`note`, then call :meth:`end_layer`;
     :meth:`hidden` tells whether an entry of a lower layer is "shadowed" (a
     later layer has that path, or a non-directory above it), "deleted" (a
-    whiteout or an opaque directory in a later layer), or visible (None).
+    whiteout or an opaque directory in a later layer, the root included), or
+    visible (None). Markers reach what :func:`overlay.scope` says; unlike the
+    index, a non-directory hides everything below its path even where lower
+    layers only imply that directory (as containerd unpacks it).
     """
 
     def __init__(self) -> None:
@@ -103,16 +108,18 @@ class MergedView:
             if covered.get(ancestor, 0) & _BELOW:
                 return "deleted" if ancestor in self.deleted else "shadowed"
             cut = ancestor.rfind("/")
+        if path and covered.get("", 0) & _BELOW:  # an opaque marker at the root
+            return "deleted"
         return None
 
     def note(self, path: str, kind: str) -> None:
-        parent, _, name = path.rpartition("/")
-        if name == ".wh..wh..opq":
-            if parent:
-                self._pending.append((parent, _BELOW, True))
-        elif name.startswith(".wh."):
-            target = f"{parent}/{name[4:]}" if parent else name[4:]
-            self._pending.append((target, _SELF | _BELOW, True))
+        code = whiteout_code(path)
+        if code:
+            target, prefix = scope(code, path)
+            if target is not None:  # a whiteout: its target and everything below it
+                self._pending.append((target, _SELF | _BELOW, True))
+            else:  # an opaque marker: everything below its directory ("" for the root), not the directory
+                self._pending.append((prefix[:-1], _BELOW, True))
         elif kind == "dir":
             self._pending.append((path, _SELF, False))
         else:
@@ -145,8 +152,7 @@ class LayerStream:
                  on_whole: Callable[[str], None] | None = None):
         self.digest = digest
         self.size = size
-        self.hasher = hasher_for(digest)
-        self.fetched = 0
+        self.digester = Digester(digest, size)
         self.complete = False
         if size:
             self._raw = client.iter_blob_ranges(repository, digest, size, chunk_size=chunk_size, on_whole=on_whole)
@@ -155,10 +161,15 @@ class LayerStream:
         self._counted = self._count()
         self.reader = tarstream.TarReader(decompress(self._counted, layer_compression(media_type)))
 
+    @property
+    def fetched(self) -> int:
+        "Blob bytes received so far."
+        return self.digester.count
+
     def _count(self) -> Iterator[bytes]:
+        update = self.digester.update
         for chunk in self._raw:
-            self.hasher.update(chunk)
-            self.fetched += len(chunk)
+            update(chunk)
             yield chunk
         self.complete = True
 
@@ -177,23 +188,13 @@ class LayerStream:
             pass
 
     def verify(self) -> None:
-        if not self.complete:
-            return
-        actual = f"{self.digest.partition(':')[0]}:{self.hasher.hexdigest()}"
-        if actual != self.digest:
-            raise VerificationError(f"layer {self.digest} does not match its digest (got {actual})")
-        if self.size and self.fetched != self.size:
-            raise VerificationError(f"layer {self.digest} is {self.fetched} bytes, its descriptor says {self.size}")
+        "Once the blob was read to its end: raise VerificationError unless it has its digest and size."
+        if self.complete:
+            self.digester.check()
 
     def verified(self) -> bool:
         "True when the blob was read to its end and matched its digest and size."
-        if not self.complete:
-            return False
-        try:
-            self.verify()
-        except VerificationError:
-            return False
-        return True
+        return self.complete and self.digester.matches()
 
     def close(self) -> None:
         self._counted.close()
@@ -241,13 +242,12 @@ def plan_extraction(layer_rows: Sequence[tuple[object, Iterable[tuple[str, str, 
         paths: set[str] = set()
         last = {path: offset for path, _, offset in rows}  # a path twice in a layer: the last copy wins
         for path, kind, offset in rows:
+            hidden = view.hidden(path) if view else None
+            if view:  # every copy: a file replacing a directory deletes below it even when a later copy wins
+                view.note(path, kind)
             if last[path] != offset:
                 continue
-            hidden = view.hidden(path) if view else None
-            if view:
-                view.note(path, kind)
-            base = path.rpartition("/")[2]
-            if base.startswith(".wh.") or not matcher(path):
+            if is_whiteout(path) or not matcher(path):
                 continue
             if hidden:
                 if report is not None:

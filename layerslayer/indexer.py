@@ -211,7 +211,7 @@ class VerifiedStream:
 
     def verify(self, expected_size: int | None) -> None:
         self.digester.size = expected_size
-        self.digester.check(f"layer {self.digest}")
+        self.digester.check()
 
 
 class Cancelled(Exception):

@@ -11,7 +11,6 @@ its socket (deadline.py); blobs are held to their declared size.
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import json
 import logging
@@ -30,18 +29,12 @@ from . import __version__
 from .auth import Authenticator, Credentials
 from .deadline import Deadline, close_with, mount
 from .display import printable
-from .errors import AuthError, NetworkError, NotFound, RangeNotSupported, RegistryError, VerificationError
+from .errors import AuthError, NetworkError, NotFound, RangeNotSupported, RegistryError
+from .oci import DIGEST_ALGORITHMS, MANIFEST_ACCEPT, digest_algorithm
+from .verify import Digester, sha256_digest
 
 log = logging.getLogger("layerslayer")
 
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = {OCI_INDEX, DOCKER_MANIFEST_LIST}
-MANIFEST_TYPES = {OCI_MANIFEST, DOCKER_MANIFEST}
-# Registries answer 404 for an OCI manifest when the client does not accept it.
-MANIFEST_ACCEPT = ", ".join([OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST])
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 # A response body that broke off: cut short, reset, or silent past the read timeout.
@@ -100,21 +93,6 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(name).is_loopback
     except ValueError:
         return False
-
-
-def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-DIGEST_ALGORITHMS = ("sha256", "sha384", "sha512")
-
-
-def hasher_for(digest: str):
-    "A hashlib object for a digest's algorithm (sha256, sha384, sha512; nothing weaker)."
-    algorithm = digest.partition(":")[0]
-    if algorithm not in DIGEST_ALGORITHMS:
-        raise VerificationError(f"unsupported digest algorithm {algorithm[:20]!r} in {digest[:100]!r}")
-    return hashlib.new(algorithm)
 
 
 class RegistryClient:
@@ -440,11 +418,9 @@ class RegistryClient:
         if response.headers.get("Content-Type", "").startswith("text/html"):
             self.check_is_registry()
         if reference.startswith("sha") and ":" in reference:
-            hasher = hasher_for(reference)
-            hasher.update(body)
-            actual = f"{reference.partition(':')[0]}:{hasher.hexdigest()}"
-            if actual != reference:
-                raise VerificationError(f"manifest {reference} from {self.registry} does not match its digest (got {actual})")
+            digester = Digester(reference)
+            digester.update(body)
+            digester.check(f"manifest {reference} from {self.registry}")
             digest = reference
         else:
             digest = sha256_digest(body)
@@ -458,17 +434,12 @@ class RegistryClient:
             media_type = declared_type
         by_registry = response.headers.get("Docker-Content-Digest", "").strip()
         by_tag = not (reference.startswith("sha") and ":" in reference)
-        if by_tag and by_registry.partition(":")[0] in DIGEST_ALGORITHMS and schema_version != 1:
+        if by_tag and digest_algorithm(by_registry) in DIGEST_ALGORITHMS and schema_version != 1:
             # Asked by tag: the registry's own digest header is all there is to check
             # (schema 1 is skipped: its header digest excludes the signatures).
-            hasher = hasher_for(by_registry)
-            hasher.update(body)
-            actual = f"{by_registry.partition(':')[0]}:{hasher.hexdigest()}"
-            if actual != by_registry:
-                raise VerificationError(
-                    f"manifest {reference} from {self.registry} does not match the digest the registry gives for it "
-                    f"({by_registry[:80]}, got {actual})"
-                )
+            digester = Digester(by_registry)
+            digester.update(body)
+            digester.check(f"manifest {reference} from {self.registry} (Docker-Content-Digest {by_registry[:80]})")
         return Manifest(body=body, media_type=media_type, digest=digest)
 
     def open_blob(self, repository: str, digest: str, start: int = 0, end: int | None = None, *,
@@ -514,6 +485,9 @@ class RegistryClient:
         ``BLOB_MIN_RATE`` bytes).
         """
         offset = start
+        # The caller hashes; here only the length is held to the descriptor's size.
+        length = Digester(None, size)
+        length.count = start
         failures = 0
         failed_at = None  # offset of the last break
         retry_until = time.monotonic() + self.max_retry_seconds
@@ -530,8 +504,8 @@ class RegistryClient:
                 try:
                     for chunk in skip_bytes(body, skip):
                         offset += len(chunk)
-                        if size is not None and offset > size:
-                            raise VerificationError(f"blob {digest} is longer than the {size} bytes its descriptor says")
+                        length.update(chunk)
+                        length.check_not_longer(f"blob {digest}")
                         yield chunk
                     if deadline.expired:  # a body without a length ends where the deadline cut it
                         raise self._past_deadline(deadline, self.registry, f"sending blob {digest}")
@@ -641,15 +615,14 @@ class RegistryClient:
 
     def get_blob(self, repository: str, digest: str, max_size: int = MAX_MANIFEST_BYTES, size: int | None = None) -> bytes:
         "A small blob (a config), read whole and verified against its digest (and its descriptor's size)."
-        hasher = hasher_for(digest)
+        digester = Digester(digest, size)
         data = bytearray()
         for chunk in self.iter_blob(repository, digest, chunk_size=65536, size=size):
             data += chunk
             if len(data) > max_size:
                 raise RegistryError(f"blob {digest} is over the {max_size // (1024 * 1024)} MiB limit for this kind of blob")
-        hasher.update(data)
-        if f"{digest.partition(':')[0]}:{hasher.hexdigest()}" != digest:
-            raise VerificationError(f"blob {digest} from {self.registry} does not match its digest")
+        digester.update(data)
+        digester.check()
         return bytes(data)
 
     def _paginate(self, path: str, key: str, repository: str | None, page_size: int | None) -> Iterator[str]:

@@ -33,6 +33,7 @@ from operator import attrgetter
 from typing import TypeVar
 
 from .errors import UsageError
+from .oci import DIGEST_ALGORITHMS
 from .reference import host_platform_string, parse_platform
 
 T = TypeVar("T")
@@ -47,7 +48,6 @@ LAYER_RULE = (f"N (0 = base, -1 = top) or a digest (sha256:<hex>, or a unique pr
 
 _NUMBER = re.compile(r"-?[0-9]+")
 _HEX = re.compile(rf"[0-9a-f]{{{MIN_PREFIX},128}}")
-_ALGORITHMS = ("sha256", "sha384", "sha512")
 
 
 @dataclass(frozen=True)
@@ -86,7 +86,7 @@ def parse_layer_selector(text: str | int, layer_count: int | None = None) -> Lay
         if number < 0 or len(text) < MIN_PREFIX or (layer_count is not None and number < layer_count):
             return LayerSelector(shown, index=number)
     algorithm, colon, hex_part = text.rpartition(":")
-    if _HEX.fullmatch(hex_part) and (not colon or algorithm in _ALGORITHMS):
+    if _HEX.fullmatch(hex_part) and (not colon or algorithm in DIGEST_ALGORITHMS):
         return LayerSelector(shown, digest=text)
     raise UsageError(f"{shown!r} is not a layer digest or index (give N, -N from the top, "
                      f"sha256:<hex>, or at least {MIN_PREFIX} hex digits)")

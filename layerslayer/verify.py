@@ -13,6 +13,11 @@ from .errors import VerificationError
 from .oci import DIGEST_ALGORITHMS, digest_algorithm
 
 
+def sha256_digest(data: bytes) -> str:
+    "``sha256:<hex>`` of bytes in memory (the digest we give a manifest asked for by tag)."
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 def hasher_for(digest: str):
     "A hashlib object for a digest's algorithm (sha256, sha384, sha512; nothing weaker)."
     algorithm = digest_algorithm(digest)
@@ -53,17 +58,27 @@ class Digester:
         "True when the bytes fed so far have the promised digest and size (no error raised)."
         return (not self.size or self.count == self.size) and self.actual == self.digest
 
-    def check(self, what: str, *, then: str = "") -> None:
+    def check(self, what: str | None = None, *, then: str = "") -> None:
         """Raise VerificationError unless the bytes fed have the promised size
-        and digest. ``what`` names the bytes for the message (``layer
-        sha256:…``, ``eStargz TOC sha256:…``); ``then`` says what was done
-        about it (``the download was deleted``)."""
+        and digest. ``what`` names the bytes for the message (``eStargz TOC
+        sha256:…``); by default ``blob sha256:…``, the one name every command
+        gives a whole blob. ``then`` says what was done about it (``the
+        download was deleted``)."""
+        what = what or f"blob {self.digest}"
         tail = f"; {then}" if then else ""
         if self.size and self.count != self.size:
             raise VerificationError(f"{what} is {self.count} bytes, not the {self.size} it should be{tail}")
         actual = self.actual
         if actual != self.digest:
             raise VerificationError(f"{what} does not match its digest (got {actual}){tail}")
+
+    def check_not_longer(self, what: str | None = None) -> None:
+        """Raise VerificationError as soon as more bytes were fed than the
+        promised size: a stream that goes on past it is stopped there, not
+        read to its end (``what`` as for :meth:`check`)."""
+        if self.size and self.count > self.size:
+            what = what or f"blob {self.digest}"
+            raise VerificationError(f"{what} is longer than the {self.size} bytes it should be")
 
 
 def check_bytes(data: bytes, digest: str | None, what: str, size: int | None = None) -> None:

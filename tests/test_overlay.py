@@ -10,12 +10,11 @@ and one layer), the ``deletions`` table and the ``ghost_files`` /
 ``visible_files`` views all say what :mod:`layerslayer.overlay` says. On a
 failure Hypothesis prints the falsifying stack and how to reproduce it.
 
-``extract`` applies the rules too (``blobs.MergedView``, top layer first) and
-is not checked here yet: it differs from the index on two stacks (a file
-``a`` over a directory only implied by ``a/x``, which extract hides as
-containerd does; an opaque marker at the root, which extract ignores). Once
-it reads :mod:`layerslayer.overlay`, add ``plan_extraction`` to
-:func:`check_stack` (its plans for pattern ``*`` are ``overlay.merge``).
+``extract`` applies the rules too (``extraction.MergedView``, top layer
+first): its plans for pattern ``*`` (``plan_extraction``) are
+``overlay.merge``, except below a file ``a`` over a directory lower layers
+only imply (``a/x`` without an ``a`` entry), which extract hides as
+containerd does and the index keeps (see the overlay module's docstring).
 """
 
 from __future__ import annotations
@@ -27,14 +26,17 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from layerslayer import find, oci, overlay, query, store, tarstream
+from layerslayer.extraction import plan_extraction
 from layerslayer.image import LayerInfo, PlatformInfo
 from layerslayer.indexer import write_listing
+from layerslayer.patterns import parse_pattern
 from layerslayer.reference import Reference
 
 REPOSITORY = "team/app"
@@ -143,6 +145,16 @@ def hit_status(hits) -> dict[tuple[int, int], tuple]:
     return {(h.layer_index, h.position): (h.deleted_in_layer, h.deleted_by, h.recreated, h.visible) for h in hits}
 
 
+def extract_plan(layers: list[list[Row]]) -> set[tuple[int, int]]:
+    "(layer, position) of every entry ``plan_extraction`` writes for ``*`` (layers top first, offsets = positions)."
+    layer_rows = [
+        (SimpleNamespace(digest=f"layer-{i}", index=i), [(r.path, r.type, r.position) for r in rows])
+        for i, rows in reversed(list(enumerate(layers)))
+    ]
+    plans = plan_extraction(layer_rows, [parse_pattern("*")])
+    return {(int(digest.partition("-")[2]), offset) for digest, plan in plans.items() for offset in plan.offsets}
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True)
 @given(stack=stacks)
 def test_every_consumer_agrees(stack):
@@ -195,6 +207,21 @@ def check_stack(db, stack: list[list[Member]]) -> None:
         one = [h for h in query.list_files(db, REF, layer=i) if not h.code or h.code == oci.REPLACES_DIRECTORY]
         assert hit_status(one) == {k: v for k, v in want.items() if k[0] == i}
 
+    # extract: what plan_extraction writes for "*".
+    extracted = extract_plan(layers)
+    # Known difference (b): a file "a" over a directory lower layers only imply
+    # ("a/x" but no "a" entry, so its code is 0): extract hides "a/x" as
+    # containerd does, the index keeps it. Those entries are left out.
+    files = [(r.layer, r.path + "/") for rows in layers for r in rows if r.code == oci.ORDINARY and r.type != "dir"]
+
+    def below_an_implied_directory_replaced(key: tuple[int, int]) -> bool:
+        row = layers[key[0]][key[1]]
+        return any(layer > row.layer and row.path.startswith(prefix) for layer, prefix in files)
+
+    assert {k for k in extracted if not below_an_implied_directory_replaced(k)} == {
+        (r.layer, r.position) for r in merged if not below_an_implied_directory_replaced((r.layer, r.position))
+    }
+
     # The SQL views Datasette users read.
     assert {tuple(r) for r in db.execute("SELECT layer_position, position FROM visible_files")} == {
         k for k, v in want.items() if v[3]
@@ -238,6 +265,7 @@ def test_opaque_marker_empties_its_directory_whatever_its_tar_position():
     assert paths(overlay.merge(layers)) == ["d", "d/y", "e"]
     root = rows([("d", "dir"), ("e", "file")], [(".wh..wh..opq", "file"), ("f", "file")])
     assert paths(overlay.merge(root)) == ["f"]
+    assert extract_plan(root) == {(1, 1)}  # extract applies it at the root too, as containerd and moby do
 
 
 def test_a_file_over_a_directory_hides_what_was_below_it():
@@ -245,6 +273,13 @@ def test_a_file_over_a_directory_hides_what_was_below_it():
     assert layers[1][0].code == oci.REPLACES_DIRECTORY
     assert paths(overlay.merge(layers)) == ["d"]
     assert overlay.statuses(layers)[0][1].deleted_by == "d"
+
+
+def test_a_file_over_a_directory_deletes_below_it_even_when_a_later_copy_wins():
+    "Unpacked in tar order, the file replaces the directory (and what was below it) before the new directory is made."
+    layers = rows([("d", "dir"), ("d/x", "file")], [("d", "file"), ("d", "dir")])
+    assert paths(overlay.merge(layers)) == ["d"]
+    assert extract_plan(layers) == {(1, 1)}
 
 
 def test_a_directory_only_implied_by_lower_entries_is_not_replaced():

@@ -6,7 +6,8 @@ import pytest
 from harness.builder import layer, push_image
 
 from layerslayer.errors import AuthError, NetworkError, NotFound, RegistryError, VerificationError
-from layerslayer.registry import MANIFEST_ACCEPT, RegistryClient
+from layerslayer.oci import MANIFEST_ACCEPT
+from layerslayer.registry import RegistryClient
 from layerslayer.auth import Credentials
 
 
