@@ -118,9 +118,9 @@ def real_layers(rng: random.Random) -> dict[str, list]:
             for _ in range(rng.randint(4, 40)):
                 ext = rng.choice([".js", ".json", ".md", ".ts", ".map"] if n == 0 else [".py", ".pyc", ".txt", ".so"])
                 paths.append((f"{root}/{word(rng)}{ext}", "file"))
-        paths += [(f"app{n}/.env", "file"), (f"app{n}/.env.production", "file"), (f"root/.ssh/id_rsa", "file"),
+        paths += [(f"app{n}/.env", "file"), (f"app{n}/.env.production", "file"), ("root/.ssh/id_rsa", "file"),
                   (f"app{n}/config/server.pem", "file"), (f"app{n}/config/server.key", "file"),
-                  (f"var/www/html/wp-config.php", "file")]
+                  ("var/www/html/wp-config.php", "file")]
         layers[f"app{n}"] = _members(_with_parents(paths), rng)
     # A later RUN that deleted things: whiteouts over the base and the app.
     layers["cleanup"] = [whiteout("app0/.env"), whiteout("root/.ssh/id_rsa"), whiteout("var/lib/apt/lists"),

@@ -144,7 +144,7 @@ def precision(registry, dirs: list[str], tmp: Path) -> None:
     count = 0
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tf:
         for top in dirs:
-            for base, subdirs, names in os.walk(top):
+            for base, _subdirs, names in os.walk(top):
                 for name in names:
                     path = os.path.join(base, name)
                     if not os.path.isfile(path) or os.path.islink(path):

@@ -216,7 +216,7 @@ def main() -> None:
     l67b = make_layer(rng, big_tree, 67_000, 3, unique_share=0.0)
     n = len(l67)
     best: dict[str, list] = {}
-    for attempt in range(args.repeat):
+    for _attempt in range(args.repeat):
         path = os.path.join(workdir, "write.db")
         for suffix in ("", "-wal", "-shm"):
             if os.path.exists(path + suffix):
@@ -257,7 +257,7 @@ def main() -> None:
     st = store.stats(db)
     print(f"{args.layers} layers, {total:,} entries, {st['paths']:,} distinct paths: {size/1e6:.1f} MB, "
           f"{size/total:.1f} bytes/entry (all tables + indexes + FTS), {total/t_all:,.0f} entries/s")
-    for name, in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table','index')").fetchall():
+    for _name, in db.execute("SELECT name FROM sqlite_master WHERE type IN ('table','index')").fetchall():
         pass
     try:
         rows = db.execute("SELECT name, sum(pgsize) FROM dbstat GROUP BY name ORDER BY 2 DESC").fetchall()

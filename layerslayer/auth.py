@@ -18,9 +18,9 @@ import re
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .display import printable
 from .errors import AuthError
@@ -226,7 +226,7 @@ class Authenticator:
     registry: str
     credentials: Credentials | None = None
     token_file: Path | None = None
-    fetch: Callable[..., "object"] | None = None
+    fetch: Callable[..., object] | None = None
     # May our credentials go to this URL (a token realm)? The registry client's rule.
     may_send_credentials: Callable[[str], bool] = lambda url: True
     problem: str | None = None  # why no credentials were found (an unreadable config.json, …)

@@ -42,9 +42,9 @@ import re
 import socket
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 from . import secretscan, seekable, store
 from .errors import LayerslayerError, UsageError

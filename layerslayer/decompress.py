@@ -11,7 +11,7 @@ message is one line.
 from __future__ import annotations
 
 import itertools
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 import isal.igzip_lib as _igzip_lib
 import zstandard

@@ -44,8 +44,8 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Sequence
 
 from .errors import UsageError
 from .globplan import plan_pattern
@@ -53,7 +53,15 @@ from .oci import ENTRY_TYPES, TYPE_CODES, TYPE_LETTERS, is_whiteout
 from .patterns import Pattern, compile_patterns, parse_pattern
 from .presets import get_preset
 from .query import (
-    Hit, _conn, _no_gc, _platform_condition, _resolve_images, _resolve_layer, _Status, _tops, _without_gc,
+    Hit,
+    _conn,
+    _no_gc,
+    _platform_condition,
+    _resolve_images,
+    _resolve_layer,
+    _Status,
+    _tops,
+    _without_gc,
     parse_size,
 )
 from .store import path_from_row

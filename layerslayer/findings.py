@@ -11,8 +11,8 @@ costs in proportion to the findings asked for, not to the files indexed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 from .errors import UsageError
 

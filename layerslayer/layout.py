@@ -13,9 +13,9 @@ import json
 import os
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .download import download_blob, progress_context
 from .errors import LayerslayerError, UsageError

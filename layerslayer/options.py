@@ -28,7 +28,7 @@ class ClientOptions:
     def __repr__(self) -> str:  # the password must never be printed
         return f"ClientOptions(username={self.username!r}, plain_http={self.plain_http})"
 
-    def client(self, registry: str | Reference) -> "RegistryClient":
+    def client(self, registry: str | Reference) -> RegistryClient:
         # Imported here: commands that only read an index (find, ls, images,
         # browse) never load the HTTP stack.
         from .auth import find_credentials

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 GLOB_CHARS = frozenset("*?[")
 

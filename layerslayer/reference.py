@@ -68,7 +68,7 @@ class Reference:
             return self._with_suffix(self.repository.removeprefix("library/"))
         return self._with_suffix(self.name)
 
-    def with_tag(self, tag: str) -> "Reference":
+    def with_tag(self, tag: str) -> Reference:
         return Reference(self.registry, self.repository, tag, None)
 
 

@@ -43,8 +43,8 @@ import hashlib
 import itertools
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 __all__ = ["Finding", "Scanner", "DEFAULT_MAX_SIZE", "fingerprint", "redact", "looks_like_text", "DETECTORS"]
 
@@ -268,6 +268,7 @@ class _Plugins:
     "detect-secrets' plugins, grouped by the anchor that wakes them."
 
     def __init__(self):
+        from detect_secrets.filters import heuristic
         from detect_secrets.plugins.aws import AWSKeyDetector
         from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
         from detect_secrets.plugins.basic_auth import BasicAuthDetector
@@ -283,8 +284,6 @@ class _Plugins:
         from detect_secrets.plugins.square_oauth import SquareOAuthDetector
         from detect_secrets.plugins.stripe import StripeDetector
         from detect_secrets.util.filetype import FileType, determine_file_type
-
-        from detect_secrets.filters import heuristic
 
         self.keyword = KeywordDetector()
         # detect-secrets' own false-positive filters for keyword findings (its CLI applies them too)
@@ -526,7 +525,7 @@ class Scanner:
         found.extend(whole)
         if generic:
             taken = {f.value for f in whole}
-            for n, piece in enumerate(_assignments(text), 1):
+            for _n, piece in enumerate(_assignments(text), 1):
                 for f in self._line(piece, 0, generic, None, False):
                     if f.value not in taken and not any(f.value in t or t in f.value for t in taken):
                         found.append(Finding(f.detector, 0, f.value))

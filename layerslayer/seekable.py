@@ -24,8 +24,8 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 from .decompress import MAX_RATIO, OUTPUT_CHUNK_SIZE, RATIO_CHECK_AFTER, decompress
 from .errors import TarError, VerificationError

@@ -52,8 +52,8 @@ from __future__ import annotations
 import itertools
 import struct
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 from .decompress import decompress, sniff_compression
 from .errors import TarError

@@ -27,8 +27,8 @@ import re
 import struct
 import zlib
 from calendar import timegm
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 from .decompress import decompress
 from .oci import (

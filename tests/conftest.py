@@ -37,16 +37,14 @@ import itertools
 import os
 import random
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import pytest
-
 from harness.dockerconfig import DockerConfig
 from harness.proxy import FaultProxy
 from harness.registry import Registry
 from harness.tokenserver import TokenServer
-
 
 SEED_VARIABLE = "LAYERSLAYER_TEST_SEED"
 _SEED = pytest.StashKey[int]()

@@ -34,10 +34,10 @@ from harness.net import free_port
 from support.index import BuiltIndex, build_index
 
 from layerslayer import find, query
-from layerslayer.browse.server import make_datasette
-from layerslayer.cli import cli
 from layerslayer.browse.queries import canned_query_definitions
+from layerslayer.browse.server import make_datasette
 from layerslayer.browse.sqlfunctions import plan_keys
+from layerslayer.cli import cli
 
 MTIME_ISO = "2023-11-14T22:13:20Z"  # the harness's fixed mtime, 1_700_000_000
 
@@ -683,8 +683,9 @@ def test_browse_reports_a_busy_port(index_db):
 
 
 def test_browse_open_prints_the_url_and_opens_it(index_db, monkeypatch):
-    import uvicorn
     import webbrowser
+
+    import uvicorn
 
     from layerslayer.browse import server as browse
 

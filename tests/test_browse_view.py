@@ -13,10 +13,10 @@ import urllib.parse
 import pytest
 from click.testing import CliRunner
 from harness.builder import file, layer, push_image
+from test_seekable import big_members
 
 from layerslayer.browse.server import make_datasette
 from layerslayer.cli import cli
-from test_seekable import big_members
 
 
 @pytest.fixture(scope="module")

@@ -11,10 +11,10 @@ import time
 import pytest
 from click.testing import CliRunner
 from harness.builder import layer, push_image
+from harness.dbrows import rows
 from harness.hubserver import HubServer
 
 from layerslayer.cli import cli
-from harness.dbrows import rows
 
 
 def run(*args, input=None):

@@ -9,12 +9,10 @@ import stat
 
 import pytest
 from harness.builder import blockdev, chardev, dir_, fifo, file, hardlink, layer, opaque, push_image, symlink, whiteout
+from test_download import blob_gets, client_for, noise, run, tree
 
 from layerslayer.extraction import extract_files
 from layerslayer.patterns import compile_patterns, parse_pattern
-
-from test_download import blob_gets, client_for, noise, run, tree
-
 
 # -- patterns -----------------------------------------------------------------------
 

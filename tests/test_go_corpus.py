@@ -26,9 +26,9 @@ import tarfile
 
 import pytest
 from click.testing import CliRunner
-from harness.dbrows import rows
 from harness.builder import push_image, tar_layer
 from harness.corpus import cpython_testtar, go_testdata
+from harness.dbrows import rows
 
 from layerslayer.cli import cli
 

@@ -28,12 +28,25 @@ import zlib
 import pytest
 import zstandard
 from click.testing import CliRunner
+from harness.builder import (
+    OCI_CONFIG,
+    OCI_INDEX,
+    OCI_LAYER,
+    OCI_LAYER_GZIP,
+    OCI_LAYER_ZSTD,
+    OCI_MANIFEST,
+    build_image,
+    layer,
+    push_blob,
+    push_image,
+    push_index,
+    push_manifest,
+    raw_layer,
+    sha256_digest,
+    tar_layer,
+)
 from harness.dbrows import rows
 from harness.rawtar import END, MTIME, pad, pax_record, raw_header
-from harness.builder import (
-    OCI_CONFIG, OCI_INDEX, OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_MANIFEST, build_image, layer,
-    push_blob, push_image, push_index, push_manifest, raw_layer, sha256_digest, tar_layer,
-)
 
 from layerslayer.cli import cli
 

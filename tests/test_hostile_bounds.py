@@ -13,8 +13,8 @@ import json
 import zlib
 
 import pytest
-from harness.dbrows import rows
 from harness.builder import OCI_LAYER_GZIP, layer, push_image, raw_layer, tar_layer
+from harness.dbrows import rows
 from harness.lazy_layers import estargz_footer
 from harness.rawtar import END, pad, pax_record, raw_header
 from test_hostile import MAX_RSS_MB, run_measured

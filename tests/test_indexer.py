@@ -12,16 +12,30 @@ import time
 import pytest
 from click.testing import CliRunner
 from harness.builder import (
-    blockdev, build_image, chardev, dir_, fifo, file, foreign_layer, hardlink, layer, opaque,
-    push_image, push_index, raw_layer, read_tar, symlink, tar_layer, whiteout,
+    blockdev,
+    chardev,
+    dir_,
+    fifo,
+    file,
+    foreign_layer,
+    hardlink,
+    layer,
+    opaque,
+    push_image,
+    push_index,
+    raw_layer,
+    read_tar,
+    symlink,
+    tar_layer,
+    whiteout,
 )
+from harness.dbrows import rows
 from harness.lazy_layers import build_estargz, build_zstd_chunked, member
+from harness.wait import wait_until
 
 from layerslayer.cli import cli
 from layerslayer.store import path_from_row
 from layerslayer.tarstream import normalize_path
-from harness.dbrows import rows
-from harness.wait import wait_until
 
 TYPES = {
     tarfile.REGTYPE: "file", tarfile.AREGTYPE: "file", tarfile.DIRTYPE: "dir", tarfile.SYMTYPE: "symlink",

@@ -4,7 +4,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from harness.builder import empty, file, layer, push_image, push_index, step
+from harness.builder import empty, layer, push_image, push_index, step
 
 from layerslayer.cli import cli
 

@@ -11,7 +11,7 @@ import tarfile
 
 import pytest
 from click.testing import CliRunner
-from harness.builder import file, layer, push_image
+from harness.builder import layer, push_image
 
 from layerslayer.cli import cli
 

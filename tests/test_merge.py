@@ -7,9 +7,9 @@ from click.testing import CliRunner
 from harness.builder import dir_, file, layer, push_image, push_index
 from harness.canon import canonical
 from harness.catalog import push_catalog
+from harness.dbrows import rows
 
 from layerslayer.cli import cli
-from harness.dbrows import rows
 
 
 def run(*args):

@@ -17,7 +17,18 @@ import uuid
 import pytest
 from click.testing import CliRunner
 from harness.builder import (
-    blockdev, build_image, chardev, dir_, fifo, file, hardlink, layer, opaque, push_image, push_index, symlink,
+    blockdev,
+    build_image,
+    chardev,
+    dir_,
+    fifo,
+    file,
+    hardlink,
+    layer,
+    opaque,
+    push_image,
+    push_index,
+    symlink,
     whiteout,
 )
 from support.index import BuiltIndex, build_index

@@ -5,10 +5,10 @@ import time
 import pytest
 from harness.builder import layer, push_image
 
+from layerslayer.auth import Credentials
 from layerslayer.errors import AuthError, NetworkError, NotFound, RegistryError, VerificationError
 from layerslayer.oci import MANIFEST_ACCEPT
 from layerslayer.registry import RegistryClient
-from layerslayer.auth import Credentials
 
 
 def client_for(reg, **kw):

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from harness.dbrows import rows
 from harness.builder import layer, push_image
+from harness.dbrows import rows
 from harness.wait import wait_until
 
 from layerslayer.cli import cli

@@ -10,10 +10,10 @@ import pytest
 from click.testing import CliRunner
 from harness import secret_corpus as corpus
 from harness.builder import empty, file, layer, push_image, raw_layer, step, whiteout
+from harness.dbrows import rows
 from harness.lazy_layers import build_estargz, build_zstd_chunked, member
 
 from layerslayer.cli import cli
-from harness.dbrows import rows
 
 ESTARGZ_ENV = "opt/lazy/estargz.env"
 ZCHUNKED_KEY = "opt/lazy/chunked_key"

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import gzip
 import os
-import tarfile
 import random
 import sqlite3
+import tarfile
 import zlib
 
 import pytest
@@ -116,7 +116,7 @@ def test_index_records_checkpoints_every_span_small_and_in_one_pass(big_image, b
     assert all(b - a >= SPAN for a, b in zip(starts, starts[1:]))
     # a window is at most 32 KiB (less when it compresses): <= 1 % of the blob with the 4 MiB default span
     assert sum(len(w) for _, _, w in rows) <= len(rows) * (seekable.WINDOW + 64)
-    for out, bits, window in rows:
+    for out, _bits, window in rows:
         assert zlib.decompress(window) == lay.tar[out - seekable.WINDOW:out]
 
 

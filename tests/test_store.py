@@ -10,7 +10,6 @@ import os
 import sqlite3
 
 import pytest
-import sqlite_utils
 
 from layerslayer import store
 from layerslayer.image import HistoryStep, LayerInfo, PlatformInfo

@@ -12,8 +12,8 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from harness.dbrows import rows
 from harness.builder import push_image, tar_layer
+from harness.dbrows import rows
 from harness.rawtar import END, pad, pax_record, raw_header
 
 from layerslayer.cli import cli

@@ -26,7 +26,6 @@ from layerslayer.tarstream import (
     normalize_path,
 )
 
-
 TYPE_NAMES = {
     tarfile.REGTYPE: "file",
     tarfile.AREGTYPE: "file",

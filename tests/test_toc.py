@@ -7,11 +7,6 @@ import os
 import tarfile
 
 import pytest
-
-from layerslayer import toc as toc_module
-from layerslayer.errors import LayerslayerError, VerificationError
-from layerslayer.tarstream import TarError, iter_entries
-from layerslayer.toc import TocError, list_estargz, list_toc, list_zstd_chunked, toc_kind
 from harness.lazy_layers import (
     ESTARGZ_TOC_DIGEST,
     ZSTD_CHECKSUM,
@@ -20,6 +15,11 @@ from harness.lazy_layers import (
     build_zstd_chunked,
     member,
 )
+
+from layerslayer import toc as toc_module
+from layerslayer.errors import LayerslayerError, VerificationError
+from layerslayer.tarstream import TarError, iter_entries
+from layerslayer.toc import TocError, list_estargz, list_toc, list_zstd_chunked, toc_kind
 
 MTIME = 1_700_000_000
 

@@ -5,11 +5,10 @@ import os
 
 import pytest
 from harness.builder import layer, push_image
+from test_download import run
 
 from layerslayer.errors import VerificationError
 from layerslayer.verify import Digester, check_bytes
-
-from test_download import run
 
 DATA = b"layer bytes" * 100
 DIGEST = "sha256:" + hashlib.sha256(DATA).hexdigest()

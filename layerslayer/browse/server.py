@@ -22,8 +22,8 @@ import socket
 import sqlite3
 import sys
 import urllib.parse
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .. import browse as plugin
 from ..display import printable

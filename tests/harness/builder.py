@@ -49,8 +49,9 @@ import json
 import posixpath
 import tarfile
 import urllib.parse
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Protocol, Sequence, Union
+from typing import Any, Protocol, Union
 
 import requests
 import zstandard
@@ -370,7 +371,7 @@ class Platform:
     os_version: str | None = None
 
     @classmethod
-    def parse(cls, text: "str | Platform") -> "Platform":
+    def parse(cls, text: str | Platform) -> Platform:
         if isinstance(text, Platform):
             return text
         parts = text.split("/")

@@ -38,7 +38,7 @@ class DaskCluster:
         self.processes.append(process)
         return process
 
-    def start(self, timeout: float = 60.0) -> "DaskCluster":
+    def start(self, timeout: float = 60.0) -> DaskCluster:
         self._spawn([DASK, "scheduler", "--host", LOOPBACK, "--port", str(self.port), "--no-dashboard"])
         for _ in range(self.workers):
             self._spawn([DASK, "worker", self.address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",

@@ -26,28 +26,28 @@ class DockerConfig:
         self.data: dict[str, Any] = {"auths": {}}
         self.write()
 
-    def write(self, data: dict[str, Any] | None = None) -> "DockerConfig":
+    def write(self, data: dict[str, Any] | None = None) -> DockerConfig:
         if data is not None:
             self.data = data
         self.path.write_text(json.dumps(self.data, indent=2))
         return self
 
-    def add_auth(self, host: str, username: str, password: str, **extra: Any) -> "DockerConfig":
+    def add_auth(self, host: str, username: str, password: str, **extra: Any) -> DockerConfig:
         """``auths[host].auth = base64(user:password)`` like ``docker login`` writes."""
         auth = base64.b64encode(f"{username}:{password}".encode()).decode()
         self.data.setdefault("auths", {})[host] = {"auth": auth, **extra}
         return self.write()
 
-    def add_identity_token(self, host: str, token: str) -> "DockerConfig":
+    def add_identity_token(self, host: str, token: str) -> DockerConfig:
         self.data.setdefault("auths", {})[host] = {"auth": base64.b64encode(b"<token>:").decode(),
                                                    "identitytoken": token}
         return self.write()
 
-    def set_cred_helper(self, host: str, name: str) -> "DockerConfig":
+    def set_cred_helper(self, host: str, name: str) -> DockerConfig:
         self.data.setdefault("credHelpers", {})[host] = name
         return self.write()
 
-    def set_creds_store(self, name: str) -> "DockerConfig":
+    def set_creds_store(self, name: str) -> DockerConfig:
         self.data["credsStore"] = name
         return self.write()
 

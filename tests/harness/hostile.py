@@ -28,8 +28,9 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -164,7 +165,7 @@ class ScriptedServer(BackgroundServer):
         self.records: list[tuple[str, str, dict[str, str], str]] = []
         self._lock = threading.Lock()
 
-    def route(self, pattern: str, answer: Route, method: str | None = None) -> "ScriptedServer":
+    def route(self, pattern: str, answer: Route, method: str | None = None) -> ScriptedServer:
         "Requests whose path (query included) matches ``pattern`` get ``answer(handler, match)``; first match wins."
         self.routes.append((method, re.compile(pattern), answer))
         return self

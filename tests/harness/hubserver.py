@@ -53,7 +53,7 @@ class HubServer(BackgroundServer):
     def throttle(self, times: int, retry_after: str = "1") -> None:
         self._throttle, self._retry_after = times, retry_after
 
-    def handle(self, h: "_HubHandler") -> None:
+    def handle(self, h: _HubHandler) -> None:
         url = urllib.parse.urlsplit(h.path)
         query = {k: v[0] for k, v in urllib.parse.parse_qs(url.query).items()}
         with self.lock:

@@ -51,7 +51,7 @@ class BackgroundServer:
         )
         self._started = False
 
-    def start(self) -> "BackgroundServer":
+    def start(self) -> BackgroundServer:
         if not self._started:
             self._thread.start()
             self._started = True

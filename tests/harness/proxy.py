@@ -175,7 +175,7 @@ class CdnServer(BackgroundServer):
     def authorization_headers(self) -> list[str | None]:
         return [r.headers.get("Authorization") for r in self.records]
 
-    def handle(self, h: "_CdnHandler") -> None:
+    def handle(self, h: _CdnHandler) -> None:
         rec = Record(h.command, h.path, CaseInsensitiveDict(dict(h.headers.items())))
         with self._lock:
             self.records.append(rec)
@@ -245,7 +245,7 @@ class FaultProxy(BackgroundServer):
         return fn(repository, actions) if fn else {}
 
     # -- lifecycle ------------------------------------------------------------------------
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         self.cdn.start()
         super().start()
         return self
@@ -346,7 +346,7 @@ class FaultProxy(BackgroundServer):
         return sum(r.bytes_sent for r in self.find(path, method))
 
     # -- the forwarding itself --------------------------------------------------------------------
-    def handle(self, h: "_ProxyHandler") -> None:
+    def handle(self, h: _ProxyHandler) -> None:
         body = h.read_request_body()
         rec = Record(h.command, h.path, CaseInsensitiveDict(dict(h.headers.items())), request_body=len(body))
         with self._lock:

@@ -89,7 +89,7 @@ class Registry:
         self.remove_workdir_on_stop = False
 
     # -- lifecycle --------------------------------------------------------------
-    def start(self, timeout: float = 15.0) -> "Registry":
+    def start(self, timeout: float = 15.0) -> Registry:
         if self.flavour == "token" and self.token_server is None:
             self.token_server = TokenServer(self.workdir, username=USERNAME, password=PASSWORD).start()
         last_error = ""
@@ -152,7 +152,7 @@ class Registry:
         if self.remove_workdir_on_stop:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
-    def __enter__(self) -> "Registry":
+    def __enter__(self) -> Registry:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

@@ -131,14 +131,14 @@ FILES: dict[str, bytes] = {
     "root/.docker/config.json": json.dumps({"auths": {"registry.example.com": {"auth": DOCKER_AUTH}}}, indent=2).encode(),
     # decoys: nothing in these may match
     "usr/share/doc/aws/example.py": (
-        "# from the AWS docs\naws_access_key_id = \"AKIAIOSFODNN7EXAMPLE\"\n"
-        "aws_secret_access_key = \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"\n"
-    ).encode(),
+        b"# from the AWS docs\naws_access_key_id = \"AKIAIOSFODNN7EXAMPLE\"\n"
+        b"aws_secret_access_key = \"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\"\n"
+    ),
     "app/config.env.template": b"DB_PASSWORD=changeme\nAPI_SECRET=<your secret here>\n",
     "app/defaults.ini": b"[db]\npassword = changeme\nsecret = ${DB_SECRET}\n",
     "usr/lib/python3/site-packages/demo/auth.py": (
-        "def login(user, password):\n    password = getpass.getpass()\n    return check(user, password)\n"
-    ).encode(),
+        b"def login(user, password):\n    password = getpass.getpass()\n    return check(user, password)\n"
+    ),
     "usr/share/doc/demo/README": b"Connect with https://user:password@host/ or -----BEGIN PRIVATE KEY----- in docs.\n",
 }
 

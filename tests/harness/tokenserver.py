@@ -65,7 +65,7 @@ class Scope:
     actions: list[str]
 
     @classmethod
-    def parse(cls, text: str) -> "Scope":
+    def parse(cls, text: str) -> Scope:
         # "repository:team/app:pull,push" — the name never holds ':', but a
         # "registry:catalog:*" scope has the same shape, so split from both ends.
         typ, _, rest = text.partition(":")
@@ -200,7 +200,7 @@ class TokenServer(BackgroundServer):
         with self._lock:
             return self.fail_next.pop(0) if self.fail_next else None
 
-    def handle(self, h: "_TokenHandler") -> None:
+    def handle(self, h: _TokenHandler) -> None:
         url = urllib.parse.urlsplit(h.path)
         query = urllib.parse.parse_qs(url.query, keep_blank_values=True)
         if h.command == "POST":
