@@ -36,7 +36,7 @@ from . import download, store, tarstream
 from .display import mode_string, printable
 from .errors import AuthError, LayerslayerError, NotFound, UsageError
 from .image import (
-    LayerInfo, PlatformImage, PlatformInfo, ResolvedImage, human_size, load_platform, platform_matches, resolve,
+    LayerInfo, PlatformImage, PlatformInfo, ResolvedImage, human_size, load_platform, resolve,
     select_platform,
 )
 from .indexer import VerifiedStream, record_image, record_platform, write_listing
@@ -44,6 +44,7 @@ from .options import DEFAULT_TOKEN_FILE, ClientOptions
 from .oci import layer_compression, whiteout_target
 from .reference import Reference, parse_reference
 from .registry import RegistryClient
+from .selectors import choose_platform, platform_matches
 
 DEFAULT_IMAGE = "moby/buildkit:latest"  # the original tool's default
 MAX_LOGIN_ATTEMPTS = 3
@@ -238,11 +239,11 @@ def parse_platform_choice(text: str, platforms: list[PlatformInfo], default: int
         raise BadAnswer(f"there is no platform {number}: {usage}")
     if "/" in text:
         try:
-            for number, platform in enumerate(platforms):
-                if platform_matches(platform, text):
-                    return number
+            number = choose_platform([str(platform) for platform in platforms], text)
         except UsageError as error:
             raise BadAnswer(f"{error}: {usage}") from None
+        if number is not None:
+            return number
         raise BadAnswer(f"this image has no platform {text}: {usage}")
     raise BadAnswer(f"{text!r} is not a platform number: {usage}")
 
@@ -401,7 +402,7 @@ class Flow:
         wanted = self.options.platform
         if not resolved.is_index:
             image = load_platform(self.client, resolved, resolved.platforms[0])
-            if wanted and not platform_matches(image.platform, wanted):
+            if wanted and not platform_matches(str(image.platform), wanted):
                 raise NotFound(f"{resolved.reference.short} has no platform {wanted} (it is a single-platform {image.platform} image)")
             self.ui.say(f"Platform: {image.platform} (single-platform image)")
             return image
