@@ -127,10 +127,6 @@ class Index:
         and the others go on."""
         if not refs:
             raise UsageError("give at least one image reference")
-        if platform and all_platforms:
-            raise UsageError("platform and all_platforms exclude each other")
-        if keep_values and scan is False:
-            raise UsageError("keep_values and scan=False exclude each other")
         if jobs < 1:
             raise UsageError("jobs must be 1 or more")
         # Imported here, for start-up speed: indexing loads the HTTP stack.

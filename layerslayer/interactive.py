@@ -34,7 +34,7 @@ from typing import Callable, ContextManager, Iterable, Iterator, TextIO
 
 from . import download, store, tarstream
 from .display import mode_string, printable
-from .errors import AuthError, LayerslayerError, NotFound, UsageError
+from .errors import AuthError, LayerslayerError, NotFound, UsageError, cli_words
 from .image import (
     LayerInfo, PlatformImage, PlatformInfo, ResolvedImage, human_size, load_platform, resolve,
     select_platform,
@@ -371,7 +371,7 @@ class Flow:
             except EndOfInput:
                 raise
             except LayerslayerError as error:  # not found, unreachable, access denied: a typo?
-                self.ui.say(f"{error}: try another image")
+                self.ui.say(f"{cli_words(str(error))}: try another image")
 
     def resolve(self, ref: Reference, *, may_login: bool) -> ResolvedImage:
         attempts = 0
@@ -388,7 +388,7 @@ class Flow:
                 if not may_login or given or attempts >= MAX_LOGIN_ATTEMPTS:
                     raise
                 attempts += 1
-                self.ui.say(str(error))
+                self.ui.say(cli_words(str(error)))
                 username = self.ui.ask(f"Username for {ref.registry} (empty to stop): ")
                 if not username:
                     raise
@@ -509,7 +509,7 @@ class Flow:
 
     def _fail(self, layer: LayerInfo, error: LayerslayerError) -> None:
         self.result.errors.append(error)
-        self.ui.say(f"Error: layer [{layer.index}] {layer.digest}: {error}", err=True)
+        self.ui.say(f"Error: layer [{layer.index}] {layer.digest}: {cli_words(str(error))}", err=True)
 
     def _saved(self, layer: LayerInfo, path: Path, already: bool) -> None:
         self.result.saved.append(path)
@@ -686,7 +686,7 @@ def run(options: FlowOptions, prompter: Prompter | None = None) -> FlowResult:
     try:
         return flow.run()
     except LayerslayerError as error:
-        prompter.to_log(f"Error: {error}")
+        prompter.to_log(f"Error: {cli_words(str(error))}")
         raise
     except KeyboardInterrupt:
         prompter.to_log("Interrupted.")

@@ -11,6 +11,7 @@ import io
 import json
 import pkgutil
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -174,9 +175,33 @@ def test_fetching_errors_name_arguments_not_flags(demo):
         layerslayer.cat(demo.ref, "/etc/shadow")
 
 
+def test_advice_in_errors_and_reports_names_arguments_not_flags(demo, tmp_path):
+    "What a call reports or raises says which argument changes it (force, max_output, the deadline, Index.add)."
+    out = tmp_path / "out"
+    assert layerslayer.extract(demo.ref, "/etc/os-release", out_dir=out).written
+    again = layerslayer.extract(demo.ref, "/etc/os-release", out_dir=out)
+    capped = layerslayer.extract(demo.ref, "/root/.ssh/id_rsa", out_dir=tmp_path / "capped", max_output=100)
+    (replaced,), (over_cap,) = [r.reason for r in again.refused], [r.reason for r in capped.refused]
+    assert "(force=True replaces it)" in replaced and "max_output raises it" in over_cap
+    with pytest.raises(layerslayer.NotAnIndex) as missing:
+        layerslayer.Index(tmp_path / "none.db").images()
+    assert "(create one with Index.add)" in str(missing.value)
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    with silent, pytest.raises(layerslayer.NetworkError) as late:
+        options = layerslayer.ClientOptions(plain_http=True, deadline=0.5, retries=1)
+        layerslayer.inspect(f"127.0.0.1:{silent.getsockname()[1]}/quiet:1", options=options)
+    assert "(ClientOptions.deadline)" in str(late.value)
+    for error in (replaced, over_cap, missing.value, late.value):
+        assert "--" not in str(error), error
+
+
 def test_the_commands_still_name_their_flags(indexed):
     result = CliRunner().invoke(cli, ["secrets", str(indexed), "--detector", "nope"])
     assert result.exit_code == 2 and "unknown detector 'nope'" in result.output
+    both = CliRunner().invoke(cli, ["index", str(indexed), "demo/app:1.0", "--platform", "linux/amd64", "--all-platforms"])
+    assert both.exit_code == 2 and "--platform and --all-platforms are mutually exclusive" in both.output
+    missing = CliRunner().invoke(cli, ["images", str(indexed.parent / "none.db")])
+    assert missing.exit_code == 2 and "(create one with `layerslayer index`)" in missing.output
 
 
 def test_public_names():
