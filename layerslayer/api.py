@@ -13,8 +13,11 @@
     data = layerslayer.cat("alpine:3.20", "/etc/os-release")
 
 Errors are :class:`~layerslayer.errors.LayerslayerError` subclasses whose
-``str()`` is one line naming the argument at fault; the CLI prints the same
-errors. Every call that reaches a registry takes ``options``, a
+``str()`` is one line naming the argument at fault; advice names the
+argument that changes the outcome (``force=True replaces it``,
+``ClientOptions.deadline``). The CLI prints the same errors, the advice in
+its flags' words (:func:`~layerslayer.errors.cli_words`). Every call that
+reaches a registry takes ``options``, a
 :class:`~layerslayer.options.ClientOptions` (credentials, timeouts, plain
 HTTP): the default is an anonymous HTTPS client.
 """

@@ -23,6 +23,7 @@ from harness.builder import dir_, file, layer, push_image, whiteout
 import layerslayer
 from layerslayer import api
 from layerslayer.cli import cli
+from layerslayer.errors import cli_words
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\n" + "A" * 1700 + "\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -193,6 +194,24 @@ def test_advice_in_errors_and_reports_names_arguments_not_flags(demo, tmp_path):
     assert "(ClientOptions.deadline)" in str(late.value)
     for error in (replaced, over_cap, missing.value, late.value):
         assert "--" not in str(error), error
+
+
+@pytest.mark.parametrize("library,command", [
+    ("a is already in the output directory (force=True replaces it)", "a is already in the output directory (--force replaces it)"),
+    ("the output cap (10 written; max_output raises it)", "the output cap (10 written; --max-output raises it)"),
+    ("the layer digest cannot be (verify=True reads whole layers)", "the layer digest cannot be (--verify reads whole layers)"),
+    ("within the 2 s deadline (ClientOptions.deadline)", "within the 2 s deadline (--deadline)"),
+    ("using plain HTTP (ClientOptions.plain_http says so up front)", "using plain HTTP (--plain-http says so up front)"),
+    ("(use ClientOptions.plain_http for an HTTP registry, ClientOptions.insecure to skip verification)",
+     "(use --plain-http for an HTTP registry, --insecure to skip verification)"),
+    ("platform and all_platforms exclude each other", "--platform and --all-platforms are mutually exclusive"),
+    ("keep_values and scan=False exclude each other", "--keep-values and --no-scan exclude each other"),
+    ("No layerslayer index at a.db (create one with Index.add)", "No layerslayer index at a.db (create one with `layerslayer index`)"),
+    ("upgrade it with Index('my index.db').upgrade()", "upgrade it with `layerslayer index my index.db --upgrade`"),
+    ("no platform linux/arm64 (force it? no)", "no platform linux/arm64 (force it? no)"),   # other words stay
+])
+def test_the_commands_say_the_advice_with_their_flags(library, command):
+    assert cli_words(library) == command
 
 
 def test_the_commands_still_name_their_flags(indexed):
