@@ -13,8 +13,11 @@
     data = layerslayer.cat("alpine:3.20", "/etc/os-release")
 
 Errors are :class:`~layerslayer.errors.LayerslayerError` subclasses whose
-``str()`` is one line naming the argument at fault; the CLI prints the same
-errors. Every call that reaches a registry takes ``options``, a
+``str()`` is one line naming the argument at fault; advice names the
+argument that changes the outcome (``force=True replaces it``,
+``ClientOptions.deadline``). The CLI prints the same errors, the advice in
+its flags' words (:func:`~layerslayer.errors.cli_words`). Every call that
+reaches a registry takes ``options``, a
 :class:`~layerslayer.options.ClientOptions` (credentials, timeouts, plain
 HTTP): the default is an anonymous HTTPS client.
 """
@@ -127,10 +130,6 @@ class Index:
         and the others go on."""
         if not refs:
             raise UsageError("give at least one image reference")
-        if platform and all_platforms:
-            raise UsageError("platform and all_platforms exclude each other")
-        if keep_values and scan is False:
-            raise UsageError("keep_values and scan=False exclude each other")
         if jobs < 1:
             raise UsageError("jobs must be 1 or more")
         # Imported here, for start-up speed: indexing loads the HTTP stack.

@@ -145,7 +145,7 @@ class _CappedOut:
 
     def write(self, data: bytes) -> int:
         if self.written + len(data) > self.room:
-            raise OutputCapReached("its content would pass the output cap (--max-output raises it)")
+            raise OutputCapReached("its content would pass the output cap (max_output raises it)")
         self.written += len(data)
         return self.f.write(data)
 

@@ -16,7 +16,7 @@ from click_default_group import DefaultGroup
 
 from . import __version__
 from .display import printable, spreadsheet_safe
-from .errors import LayerslayerError
+from .errors import LayerslayerError, cli_words
 from .options import ClientOptions
 from .selectors import LAYER_RULE, MIN_PREFIX, parse_layer_selector
 
@@ -39,6 +39,19 @@ debug_option = click.option(
 EXIT_BROKEN_PIPE = 141
 
 
+def said(text) -> str:
+    "A library message (or error) as the CLI shows it: one printable line, its advice in flag words (errors.cli_words)."
+    return printable(cli_words("" if text is None else str(text)))
+
+
+class _CliWordsFilter(logging.Filter):
+    "The library's logged warnings (a registry falling back to plain HTTP) in the CLI's words, while a command runs."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = cli_words(record.getMessage()), None
+        return True
+
+
 class LayerslayerGroup(DefaultGroup):
     """The top-level group: ``layerslayer [OPTIONS]`` without a command runs the
     default one (the interactive flow), and every error becomes one line on
@@ -52,6 +65,8 @@ class LayerslayerGroup(DefaultGroup):
         return super().resolve_command(ctx, args)
 
     def invoke(self, ctx: click.Context):
+        words = _CliWordsFilter()
+        logging.getLogger("layerslayer").addFilter(words)
         try:
             return super().invoke(ctx)
         except BrokenPipeError:
@@ -70,13 +85,15 @@ class LayerslayerGroup(DefaultGroup):
         except LayerslayerError as error:
             if ctx.meta.get("layerslayer.debug"):
                 raise
-            click.echo(f"Error: {printable(str(error))}", err=True)
+            click.echo(f"Error: {said(error)}", err=True)
             ctx.exit(error.exit_code)
         except KeyboardInterrupt:
             if ctx.meta.get("layerslayer.debug"):
                 raise
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        finally:
+            logging.getLogger("layerslayer").removeFilter(words)
 
 
 def registry_options(fn):
@@ -357,14 +374,14 @@ class TerminalProgress:
             self.sizes.pop(job.digest, None)
             click.echo("\r\033[K", nl=False, err=True)
             if error:
-                click.echo(f"failed   {printable(job.digest)}: {printable(error)}", err=True)
+                click.echo(f"failed   {printable(job.digest)}: {said(error)}", err=True)
             else:
                 click.echo(f"indexed  {job.digest}  {entries:,} entries  {size / 1e6:.1f} MB  {seconds:.1f}s", err=True)
             self._draw(force=True)
 
     def message(self, text: str) -> None:
         with self.lock:
-            click.echo(f"\r\033[K{printable(text)}", err=True)
+            click.echo(f"\r\033[K{said(text)}", err=True)
 
     def stop(self) -> None:
         "Clear the status line for good (Ctrl-C): what follows starts on a clean line."
@@ -381,10 +398,10 @@ class QuietProgress:
 
     def layer_finished(self, job, entries: int, error: str | None) -> None:
         if error:
-            click.echo(f"failed   {printable(job.digest)}: {printable(error)}", err=True)
+            click.echo(f"failed   {printable(job.digest)}: {said(error)}", err=True)
 
     def message(self, text: str) -> None:
-        click.echo(printable(text), err=True)
+        click.echo(said(text), err=True)
 
     def stop(self) -> None: ...
 
@@ -407,7 +424,7 @@ class CrawlTerminalProgress:
 
     def message(self, text: str) -> None:
         with self.lock:
-            click.echo(f"\r\033[K{text}" if self.live else text, err=True)
+            click.echo(f"\r\033[K{cli_words(text)}" if self.live else cli_words(text), err=True)
 
     def close(self) -> None:
         if self.live:
@@ -418,7 +435,7 @@ class QuietCrawlProgress:
     def status(self, status) -> None: ...
 
     def message(self, text: str) -> None:
-        click.echo(text, err=True)
+        click.echo(cli_words(text), err=True)
 
     def close(self) -> None: ...
 
@@ -479,7 +496,7 @@ def index(db, references, from_file, platform, all_platforms, all_tags, catalog,
         layerslayer search redis --limit 20 | layerslayer index hub.db --from-file -
     """
     from .discovery import read_references
-    from .indexer import Interrupted, catalog_references, index_images, upgrade_index
+    from .indexer import Interrupted, catalog_references, check_index_choices, index_images, upgrade_index
     from .reference import parse_reference
 
     if from_file is not None:
@@ -493,8 +510,10 @@ def index(db, references, from_file, platform, all_platforms, all_tags, catalog,
             return
     elif not references:
         raise click.UsageError("give at least one REFERENCE (or --from-file FILE, or --upgrade)")
-    if platform and all_platforms:
-        raise click.UsageError("--platform and --all-platforms are mutually exclusive")
+    try:
+        check_index_choices(platform=platform, all_platforms=all_platforms, scan=scan, keep_values=keep_values)
+    except LayerslayerError as error:
+        raise click.UsageError(cli_words(str(error))) from None
     span_bytes = _span(span)
     if limit and not catalog:
         raise click.UsageError("--limit goes with --catalog")
@@ -504,8 +523,6 @@ def index(db, references, from_file, platform, all_platforms, all_tags, catalog,
         max_size = parse_size(scan_max_size)
     except ValueError as error:
         raise click.UsageError(f"--scan-max-size: {error}") from None
-    if keep_values and scan is False:
-        raise click.UsageError("--keep-values and --no-scan exclude each other")
     if catalog:
         refs = []
         for registry in references:
@@ -747,7 +764,7 @@ def _echo_download(result) -> None:
 def _echo_extract_report(report, out_dir) -> None:
     for refused in report.refused:
         where = f" (layer {refused.layer})" if refused.layer is not None else ""
-        click.echo(f"refused  {printable(refused.path)}{where}: {printable(refused.reason)}", err=True)
+        click.echo(f"refused  {printable(refused.path)}{where}: {said(refused.reason)}", err=True)
     for written in report.escaped:
         click.echo(f"escaped  {printable(written.path)!r} written as {printable(written.written_as)!r}", err=True)
     for path, layer in report.deleted:
@@ -824,7 +841,7 @@ def save(reference, platform, layers, all_layers, config, out_dir, fmt, client_o
     summary = save_image(
         reference, options=client_options, platform=platform, layers=layers, all_layers=all_layers,
         config=config, out_dir=_explicit(out_dir, "out_dir"), progress_factory=_blob_progress_factory(), on_result=_echo_download,
-        on_error=lambda digest, error: click.echo(f"failed   {printable(digest)}: {printable(error)}", err=True),
+        on_error=lambda digest, error: click.echo(f"failed   {printable(digest)}: {said(error)}", err=True),
         format=None if fmt == "blobs" else fmt,
     )
     if summary.written_to is not None:
@@ -899,14 +916,14 @@ def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, fmt, 
     def show(item) -> None:
         where = f"{item.registry}/{item.repository}" if item.repository else "?"
         if item.error:
-            click.echo(f"failed   {printable(item.layer.digest)} from {printable(where)}: {printable(item.error)}", err=True)
+            click.echo(f"failed   {printable(item.layer.digest)} from {printable(where)}: {said(item.error)}", err=True)
         elif item.download:
             _echo_download(item.download)
         elif item.files:
             for written in item.files.written:
                 click.echo(f"wrote    {printable(item.files.out_dir / written.written_as)}")
             for refused in item.files.refused:
-                click.echo(f"refused  {printable(refused.path)} (layer {item.layer.digest[:19]}): {printable(refused.reason)}", err=True)
+                click.echo(f"refused  {printable(refused.path)} (layer {item.layer.digest[:19]}): {said(refused.reason)}", err=True)
 
     summary = export_layers(
         db, patterns=patterns, digests=digests, ignore_case=ignore_case, files=files, keep_modes=keep_modes,
@@ -997,7 +1014,7 @@ def extract(reference, patterns, platform, layer, out_dir, force, max_output, fo
         raise click.UsageError("--stdout writes one file: give exactly one PATTERN")
 
     def message(text: str) -> None:
-        click.echo(f"note: {printable(text)}", err=True)
+        click.echo(f"note: {said(text)}", err=True)
 
     def show(written) -> None:
         click.echo(printable(written.written_as))
@@ -1012,11 +1029,11 @@ def extract(reference, patterns, platform, layer, out_dir, force, max_output, fo
     except OutputDirError:
         raise  # one line, exit 2: not a mistake in how the command was typed
     except UsageError as error:
-        raise click.UsageError(printable(str(error)))
+        raise click.UsageError(said(error))
     literal = {parse_pattern(p, ignore_case).literal_path for p in patterns}
     if to_stdout:
         for refused in report.refused:
-            click.echo(f"Error: {printable(refused.reason)}", err=True)
+            click.echo(f"Error: {said(refused.reason)}", err=True)
         if not report.written and not report.refused:
             click.echo(f"Error: no file matches {printable(patterns[0])}", err=True)
         for written in report.written:
@@ -1069,7 +1086,7 @@ def cat(reference, path, platform, layer, db_path, verify, client_options):
     from .errors import UsageError
 
     def message(text: str) -> None:
-        click.echo(f"note: {text}", err=True)
+        click.echo(f"note: {cli_words(text)}", err=True)
 
     try:
         report = extract_image(
@@ -1077,11 +1094,11 @@ def cat(reference, path, platform, layer, db_path, verify, client_options):
             stdout=sys.stdout.buffer, db_path=None if verify else db_path, verify=verify, message=message,
         )
     except UsageError as error:
-        raise click.UsageError(str(error))
+        raise click.UsageError(cli_words(str(error)))
     from .display import printable
 
     for refused in report.refused:
-        click.echo(f"Error: {printable(refused.reason)}", err=True)
+        click.echo(f"Error: {said(refused.reason)}", err=True)
     if not report.written and not report.refused:
         click.echo(f"Error: no file {printable(path)} in {printable(reference)}", err=True)
     sys.exit(0 if report.written else 1)

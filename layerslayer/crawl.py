@@ -48,7 +48,7 @@ from pathlib import Path
 
 from . import secretscan, seekable, store
 from .errors import LayerslayerError, UsageError
-from .indexer import IndexSummary, LayerJob, ScanPlan, index_layer, load_image, record_image, record_platform
+from .indexer import IndexSummary, LayerJob, ScanPlan, check_index_choices, index_layer, load_image, record_image, record_platform
 from .merge import merge_index
 from .options import ClientOptions
 from .pacing import Pacer
@@ -284,6 +284,7 @@ def crawl(
     progress = progress or CrawlProgress()
     if (workers is None) == (scheduler is None):
         raise UsageError("a crawl needs either a number of workers or a scheduler address")
+    check_index_choices(platform=platform, all_platforms=all_platforms, scan=scan, keep_values=keep_values)
     if scheduler and options.password and not _safe_for_credentials(scheduler):
         raise UsageError("a password is never sent to a remote scheduler in clear: use a tls:// scheduler, "
                          "or give the workers their own credentials (docker config.json)")

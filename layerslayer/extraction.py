@@ -421,7 +421,7 @@ def open_layer(client: RegistryClient, repository: str, layer, layer_plan: Layer
     chunks = client.iter_blob_ranges(repository, layer.digest, stop, chunk_size=EXTRACT_CHUNK, start=seek.start,
                                      window=stop - seek.start, blob_size=layer.size, on_whole=on_whole)
     say("read part of a layer from an index checkpoint: sizes checked, the layer digest cannot be "
-        "(--verify reads whole layers)")
+        "(verify=True reads whole layers)")
     return SeekStream(chunks, seek, layer.digest)
 
 
@@ -447,7 +447,7 @@ def toc_entries(client: RegistryClient, repository: str, layer, layer_plan: Laye
     report.layers.append(read)
     if message:
         message("read files of a lazy-pull layer by their table of contents: chunk digests checked, "
-                "the layer digest cannot be (--verify reads whole layers)")
+                "the layer digest cannot be (verify=True reads whole layers)")
     try:
         doc = toc.read_document(fetch, layer.size, layer.annotations or {})
         what = f"layer {layer.digest}"

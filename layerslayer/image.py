@@ -8,9 +8,9 @@ from dataclasses import dataclass, field
 from .display import human_size, printable
 from .errors import NotFound, RegistryError, UsageError
 from .oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, SCHEMA1_TYPES, is_attestation, is_digest, is_foreign
-from .reference import Reference, parse_platform
+from .reference import Reference
 from .registry import Manifest, RegistryClient, load_json
-from .selectors import choose_platform
+from .selectors import choose_platform, platform_matches
 
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
 
@@ -216,16 +216,6 @@ def resolve(client: RegistryClient, ref: Reference) -> ResolvedImage:
 
 
 
-def platform_matches(platform: PlatformInfo, wanted: str) -> bool:
-    os_name, arch, variant = parse_platform(wanted)
-    if platform.os != os_name or platform.architecture != arch:
-        return False
-    if variant is None:
-        return True
-    # arm64 images often omit the implied v8 variant.
-    return (platform.variant or ("v8" if arch == "arm64" else None)) == variant
-
-
 def select_platform(resolved: ResolvedImage, wanted: str | None = None) -> PlatformInfo:
     "The platform asked for, else the host's when present, else the first real one (``selectors.choose_platform``)."
     candidates = resolved.real_platforms
@@ -339,7 +329,7 @@ def open_image(client: RegistryClient, ref: Reference, platform: str | None = No
 
 def check_single_platform(resolved: ResolvedImage, image: PlatformImage, platform: str | None) -> None:
     "A single-platform image is no answer to a --platform it is not (an index was checked by select_platform)."
-    if platform and not resolved.is_index and not platform_matches(image.platform, platform):
+    if platform and not resolved.is_index and not platform_matches(str(image.platform), platform):
         raise NotFound(f"{resolved.reference.short} has no platform {platform} (available: {image.platform})")
 
 

@@ -646,6 +646,14 @@ def upgrade_index(db_path: Path | str) -> list[str]:
     return db.migrated
 
 
+def check_index_choices(*, platform: str | None, all_platforms: bool, scan: bool | None, keep_values: bool) -> None:
+    "The choices :func:`index_images` takes that exclude each other: UsageError naming the arguments."
+    if platform and all_platforms:
+        raise UsageError("platform and all_platforms exclude each other")
+    if keep_values and scan is False:
+        raise UsageError("keep_values and scan=False exclude each other")
+
+
 def index_images(
     db_path: Path | str,
     references: Iterable[str | Reference],
@@ -675,6 +683,7 @@ def index_images(
     otherwise) and layers indexed earlier without scanning; ``scan=False``
     scans nothing. The values found are stored only with ``keep_values``."""
     started = time.monotonic()
+    check_index_choices(platform=platform, all_platforms=all_platforms, scan=scan, keep_values=keep_values)
     check_index_path(db_path)
     indexer = Indexer(db_path, options=options, platform=platform, all_platforms=all_platforms, jobs=jobs,
                       progress=progress, span=span, scan=scan, scan_max_size=scan_max_size, keep_values=keep_values)

@@ -34,9 +34,9 @@ from typing import Callable, ContextManager, Iterable, Iterator, TextIO
 
 from . import download, store, tarstream
 from .display import mode_string, printable
-from .errors import AuthError, LayerslayerError, NotFound, UsageError
+from .errors import AuthError, LayerslayerError, NotFound, UsageError, cli_words
 from .image import (
-    LayerInfo, PlatformImage, PlatformInfo, ResolvedImage, human_size, load_platform, platform_matches, resolve,
+    LayerInfo, PlatformImage, PlatformInfo, ResolvedImage, human_size, load_platform, resolve,
     select_platform,
 )
 from .indexer import VerifiedStream, record_image, record_platform, write_listing
@@ -44,6 +44,7 @@ from .options import DEFAULT_TOKEN_FILE, ClientOptions
 from .oci import layer_compression, whiteout_target
 from .reference import Reference, parse_reference
 from .registry import RegistryClient
+from .selectors import choose_platform, platform_matches
 
 DEFAULT_IMAGE = "moby/buildkit:latest"  # the original tool's default
 MAX_LOGIN_ATTEMPTS = 3
@@ -238,11 +239,11 @@ def parse_platform_choice(text: str, platforms: list[PlatformInfo], default: int
         raise BadAnswer(f"there is no platform {number}: {usage}")
     if "/" in text:
         try:
-            for number, platform in enumerate(platforms):
-                if platform_matches(platform, text):
-                    return number
+            number = choose_platform([str(platform) for platform in platforms], text)
         except UsageError as error:
             raise BadAnswer(f"{error}: {usage}") from None
+        if number is not None:
+            return number
         raise BadAnswer(f"this image has no platform {text}: {usage}")
     raise BadAnswer(f"{text!r} is not a platform number: {usage}")
 
@@ -370,7 +371,7 @@ class Flow:
             except EndOfInput:
                 raise
             except LayerslayerError as error:  # not found, unreachable, access denied: a typo?
-                self.ui.say(f"{error}: try another image")
+                self.ui.say(f"{cli_words(str(error))}: try another image")
 
     def resolve(self, ref: Reference, *, may_login: bool) -> ResolvedImage:
         attempts = 0
@@ -387,7 +388,7 @@ class Flow:
                 if not may_login or given or attempts >= MAX_LOGIN_ATTEMPTS:
                     raise
                 attempts += 1
-                self.ui.say(str(error))
+                self.ui.say(cli_words(str(error)))
                 username = self.ui.ask(f"Username for {ref.registry} (empty to stop): ")
                 if not username:
                     raise
@@ -401,7 +402,7 @@ class Flow:
         wanted = self.options.platform
         if not resolved.is_index:
             image = load_platform(self.client, resolved, resolved.platforms[0])
-            if wanted and not platform_matches(image.platform, wanted):
+            if wanted and not platform_matches(str(image.platform), wanted):
                 raise NotFound(f"{resolved.reference.short} has no platform {wanted} (it is a single-platform {image.platform} image)")
             self.ui.say(f"Platform: {image.platform} (single-platform image)")
             return image
@@ -508,7 +509,7 @@ class Flow:
 
     def _fail(self, layer: LayerInfo, error: LayerslayerError) -> None:
         self.result.errors.append(error)
-        self.ui.say(f"Error: layer [{layer.index}] {layer.digest}: {error}", err=True)
+        self.ui.say(f"Error: layer [{layer.index}] {layer.digest}: {cli_words(str(error))}", err=True)
 
     def _saved(self, layer: LayerInfo, path: Path, already: bool) -> None:
         self.result.saved.append(path)
@@ -685,7 +686,7 @@ def run(options: FlowOptions, prompter: Prompter | None = None) -> FlowResult:
     try:
         return flow.run()
     except LayerslayerError as error:
-        prompter.to_log(f"Error: {error}")
+        prompter.to_log(f"Error: {cli_words(str(error))}")
         raise
     except KeyboardInterrupt:
         prompter.to_log("Interrupted.")

@@ -10,11 +10,10 @@ stream), :mod:`safetree` (the output directory).
 from __future__ import annotations
 
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, BinaryIO, Callable, Sequence
 
 from . import layout
 from .catfile import cat_file, cat_indexed, follow_links
@@ -29,35 +28,10 @@ from .patterns import parse_pattern
 from .reference import Reference, parse_reference
 from .registry import RegistryClient
 from .safetree import DEFAULT_MAX_OUTPUT, WrittenEntry
+from .selectors import select_layer, select_layers
 
 if TYPE_CHECKING:
     from .find import LayerMatch
-
-
-def select_layers(layers: Sequence, selectors: Iterable[str | int]) -> list:
-    """Layers chosen by index (``0`` base, ``-1`` top) or digest (``sha256:…``, or a unique hex prefix)."""
-    chosen = []
-    for selector in selectors:
-        text = str(selector).strip()
-        layer = None
-        if re.fullmatch(r"-?[0-9]+", text) and len(text) < 6:
-            number = int(text)
-            if not -len(layers) <= number < len(layers):
-                raise UsageError(f"there is no layer {number}: the image has {len(layers)} layer(s), 0 to {len(layers) - 1}")
-            layer = layers[number]
-        else:
-            hex_part = text.partition(":")[2] if ":" in text else text
-            if not re.fullmatch(r"[0-9a-f]{4,128}", hex_part):
-                raise UsageError(f"{text!r} is neither a layer index nor a layer digest")
-            found = [candidate for candidate in layers if candidate.digest.partition(":")[2].startswith(hex_part)]
-            if not found:
-                raise UsageError(f"the image has no layer {text}")
-            if len({candidate.digest for candidate in found}) > 1:
-                raise UsageError(f"{text} matches more than one layer: give more digits")
-            layer = found[0]
-        if layer not in chosen:
-            chosen.append(layer)
-    return chosen
 
 
 @dataclass
@@ -217,6 +191,7 @@ def export_layers(
     holding one of those layers, whole, in that format (see :func:`export_images`)."""
     # The index modules load here, not with the module: start-up speed of ``save``.
     from .find import LayerMatch, layers_matching
+    from .query import _resolve_layer
     from .store import images_with_layer, layer_sources, open_db
 
     if files and not patterns:
@@ -229,19 +204,10 @@ def export_layers(
         if patterns:
             selected = list(layers_matching(db, patterns, ignore_case=ignore_case))
         for text in digests:
-            hex_part = text.partition(":")[2] if ":" in text else text
-            if not re.fullmatch(r"[0-9a-f]{4,128}", hex_part):
-                raise UsageError(f"{text!r} is not a layer digest")
-            rows = db.execute(
-                "SELECT digest, media_type, size FROM layers WHERE substr(digest, instr(digest, ':') + 1, ?) = ?",
-                [len(hex_part), hex_part],
-            ).fetchall()
-            if not rows:
-                raise UsageError(f"the index has no layer {text}")
-            if len(rows) > 1:
-                raise UsageError(f"{text} matches more than one layer of the index: give more digits")
-            if rows[0][0] not in {layer.digest for layer in selected}:
-                selected.append(LayerMatch(rows[0][0], rows[0][1], rows[0][2], 0, 0, 0))
+            layer_id = _resolve_layer(db, text)
+            row = db.execute("SELECT digest, media_type, size FROM layers WHERE id = ?", [layer_id]).fetchone()
+            if row[0] not in {layer.digest for layer in selected}:
+                selected.append(LayerMatch(row[0], row[1], row[2], 0, 0, 0))
         sources = {layer.digest: layer.sources or layer_sources(db, layer.digest) for layer in selected}
         if format is not None:
             holders = {layer.digest: images_with_layer(db, layer.digest) for layer in selected}
@@ -381,7 +347,7 @@ def extract_image(
     layers = list(image.layers)
     merged = layer is None
     if layer is not None:
-        layers = select_layers(layers, [layer])
+        layers = [select_layer(layers, layer)]
     skipped = [lay for lay in layers if lay.foreign]
     if skipped and message:
         message(f"{len(skipped)} foreign layer(s) are not distributed by the registry and were not read")

@@ -208,14 +208,17 @@ def _resolve_images(db, specs: Sequence[str]) -> list[int]:
 
 
 def _platform_condition(wanted: str) -> tuple[str, list]:
+    """SQL over ``platforms pf`` true where ``selectors.platform_matches(pf.platform, wanted)`` is:
+    the columns read as the platform string spells them (an empty os or
+    architecture is ``unknown``, an empty variant none)."""
     from .reference import parse_platform
 
     os_name, arch, variant = parse_platform(wanted)
-    cond = "pf.os = ? AND pf.architecture = ?"
+    cond = "coalesce(nullif(pf.os, ''), 'unknown') = ? AND coalesce(nullif(pf.architecture, ''), 'unknown') = ?"
     params: list = [os_name, arch]
     if variant is not None:
         # arm64 images often omit the implied v8 variant.
-        cond += " AND coalesce(pf.variant, CASE WHEN pf.architecture = 'arm64' THEN 'v8' END) = ?"
+        cond += " AND coalesce(nullif(pf.variant, ''), CASE WHEN pf.architecture = 'arm64' THEN 'v8' END) = ?"
         params.append(variant)
     return f"(({cond}) OR pf.platform = ?)", params + [wanted]
 

@@ -183,7 +183,7 @@ class RegistryClient:
         return Deadline(self.deadline + (extra_bytes or 0) / BLOB_MIN_RATE)
 
     def _past_deadline(self, deadline: Deadline, host: str, what: str = "the request") -> NetworkError:
-        return NetworkError(f"{host} did not finish {what} within the {deadline.seconds:g} s deadline (--deadline)")
+        return NetworkError(f"{host} did not finish {what} within the {deadline.seconds:g} s deadline (ClientOptions.deadline)")
 
     def _send(self, method: str, url: str, *, headers=None, stream=False, deadline: Deadline | None = None,
               **kwargs) -> requests.Response:
@@ -223,9 +223,9 @@ class RegistryClient:
                     continue
                 if certificate:
                     raise NetworkError(f"TLS certificate of {host} not trusted: {tls_reason(error, failure)} "
-                                       f"(--insecure skips verification)")
+                                       f"(ClientOptions.insecure skips verification)")
                 raise NetworkError(f"TLS error talking to {host}: {tls_reason(error, failure)} "
-                                   f"(use --plain-http for an HTTP registry, --insecure to skip verification)")
+                                   f"(use ClientOptions.plain_http for an HTTP registry, ClientOptions.insecure to skip verification)")
             except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as error:
                 if deadline.expired:
                     raise self._past_deadline(deadline, host)
@@ -256,7 +256,7 @@ class RegistryClient:
     def _fall_back(self, url: str, host: str, reason: str) -> str:
         "HTTPS to a loopback registry failed (not on its certificate): plain HTTP from now on, said once."
         self.tell_once("plain-http", f"{host} does not answer HTTPS ({reason}); using plain HTTP, "
-                                     f"as for any loopback registry (--plain-http says so up front)")
+                                     f"as for any loopback registry (ClientOptions.plain_http says so up front)")
         self._scheme = "http"
         self._may_fall_back = False
         return "http://" + url[len("https://"):]

@@ -270,7 +270,7 @@ class SafeTree:
         if stat.S_ISDIR(st.st_mode):
             raise Refused(f"a directory {path} is in the way")
         if not self.force and tuple(self._disk_parts(parts)) not in self._ours:
-            raise Refused(f"{path} is already in the output directory (--force replaces it)")
+            raise Refused(f"{path} is already in the output directory (force=True replaces it)")
         os.unlink(name, dir_fd=parent_fd)
 
     def _mode(self, entry: tarstream.Entry) -> int:
@@ -313,7 +313,7 @@ class SafeTree:
     def _check_cap(self, size: int) -> None:
         if self.bytes_written + size > self.max_bytes:
             raise OutputCapReached(f"{size} more bytes would pass the output cap of {self.max_bytes} bytes "
-                                   f"({self.bytes_written} written; --max-output raises it): extraction stopped")
+                                   f"({self.bytes_written} written; max_output raises it): extraction stopped")
 
     def _write_file(self, entry: tarstream.Entry, parts: list[str], content: Iterable[bytes]) -> str:
         # A sparse file's holes take no disk: the cap counts its stored fragments.

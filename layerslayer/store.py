@@ -113,7 +113,7 @@ def open_db(path, *, must_exist: bool = False, read_only: bool = False) -> sqlit
         size = _stat_index(name, must_exist or read_only)
         if read_only:
             if not size:
-                raise NotAnIndex(f"{name} is empty, not a layerslayer index (create one with `layerslayer index`)")
+                raise NotAnIndex(f"{name} is empty, not a layerslayer index (create one with Index.add)")
             return _open_read_only(name)
     try:
         # A LayerWriter hands its connection to its writer thread for a while.
@@ -143,7 +143,7 @@ def _stat_index(name: str, must_exist: bool) -> int | None:
         raise NotAnIndex(f"{name} is a directory, not a layerslayer index")
     if not os.path.exists(name):
         if must_exist:
-            raise NotAnIndex(f"No layerslayer index at {name} (create one with `layerslayer index`)")
+            raise NotAnIndex(f"No layerslayer index at {name} (create one with Index.add)")
         return None
     # Never open() and close() the file ourselves: closing *any*
     # descriptor of a database file drops every POSIX lock this
@@ -230,7 +230,7 @@ def _check_schema(db: sqlite_utils.Database, name: str, *, writing: bool) -> Non
     if pending and not writing:
         raise SchemaMismatch(
             f"{name} was made by an older layerslayer (schema lacks {', '.join(pending)}); "
-            f"upgrade it with `layerslayer index {name} --upgrade`"
+            f"upgrade it with Index({name!r}).upgrade()"
         )
 
 
@@ -260,7 +260,7 @@ def _check_is_ours(conn: sqlite3.Connection, name: str, empty_ok: bool = True) -
     if not tables:
         if empty_ok:
             return  # a new, empty database: ours to initialise
-        raise NotAnIndex(f"{name} is an empty database, not a layerslayer index (create one with `layerslayer index`)")
+        raise NotAnIndex(f"{name} is an empty database, not a layerslayer index (create one with Index.add)")
     if migrations.migrations_table in tables:
         row = conn.execute(
             f"SELECT 1 FROM [{migrations.migrations_table}] WHERE migration_set = ? LIMIT 1",

@@ -11,6 +11,7 @@ import io
 import json
 import pkgutil
 import re
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -22,6 +23,7 @@ from harness.builder import dir_, file, layer, push_image, whiteout
 import layerslayer
 from layerslayer import api
 from layerslayer.cli import cli
+from layerslayer.errors import cli_words
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "api.md"
 KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\n" + "A" * 1700 + "\n-----END OPENSSH PRIVATE KEY-----\n"
@@ -174,9 +176,51 @@ def test_fetching_errors_name_arguments_not_flags(demo):
         layerslayer.cat(demo.ref, "/etc/shadow")
 
 
+def test_advice_in_errors_and_reports_names_arguments_not_flags(demo, tmp_path):
+    "What a call reports or raises says which argument changes it (force, max_output, the deadline, Index.add)."
+    out = tmp_path / "out"
+    assert layerslayer.extract(demo.ref, "/etc/os-release", out_dir=out).written
+    again = layerslayer.extract(demo.ref, "/etc/os-release", out_dir=out)
+    capped = layerslayer.extract(demo.ref, "/root/.ssh/id_rsa", out_dir=tmp_path / "capped", max_output=100)
+    (replaced,), (over_cap,) = [r.reason for r in again.refused], [r.reason for r in capped.refused]
+    assert "(force=True replaces it)" in replaced and "max_output raises it" in over_cap
+    with pytest.raises(layerslayer.NotAnIndex) as missing:
+        layerslayer.Index(tmp_path / "none.db").images()
+    assert "(create one with Index.add)" in str(missing.value)
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    with silent, pytest.raises(layerslayer.NetworkError) as late:
+        options = layerslayer.ClientOptions(plain_http=True, deadline=0.5, retries=1)
+        layerslayer.inspect(f"127.0.0.1:{silent.getsockname()[1]}/quiet:1", options=options)
+    assert "(ClientOptions.deadline)" in str(late.value)
+    for error in (replaced, over_cap, missing.value, late.value):
+        assert "--" not in str(error), error
+
+
+@pytest.mark.parametrize("library,command", [
+    ("a is already in the output directory (force=True replaces it)", "a is already in the output directory (--force replaces it)"),
+    ("the output cap (10 written; max_output raises it)", "the output cap (10 written; --max-output raises it)"),
+    ("the layer digest cannot be (verify=True reads whole layers)", "the layer digest cannot be (--verify reads whole layers)"),
+    ("within the 2 s deadline (ClientOptions.deadline)", "within the 2 s deadline (--deadline)"),
+    ("using plain HTTP (ClientOptions.plain_http says so up front)", "using plain HTTP (--plain-http says so up front)"),
+    ("(use ClientOptions.plain_http for an HTTP registry, ClientOptions.insecure to skip verification)",
+     "(use --plain-http for an HTTP registry, --insecure to skip verification)"),
+    ("platform and all_platforms exclude each other", "--platform and --all-platforms are mutually exclusive"),
+    ("keep_values and scan=False exclude each other", "--keep-values and --no-scan exclude each other"),
+    ("No layerslayer index at a.db (create one with Index.add)", "No layerslayer index at a.db (create one with `layerslayer index`)"),
+    ("upgrade it with Index('my index.db').upgrade()", "upgrade it with `layerslayer index my index.db --upgrade`"),
+    ("no platform linux/arm64 (force it? no)", "no platform linux/arm64 (force it? no)"),   # other words stay
+])
+def test_the_commands_say_the_advice_with_their_flags(library, command):
+    assert cli_words(library) == command
+
+
 def test_the_commands_still_name_their_flags(indexed):
     result = CliRunner().invoke(cli, ["secrets", str(indexed), "--detector", "nope"])
     assert result.exit_code == 2 and "unknown detector 'nope'" in result.output
+    both = CliRunner().invoke(cli, ["index", str(indexed), "demo/app:1.0", "--platform", "linux/amd64", "--all-platforms"])
+    assert both.exit_code == 2 and "--platform and --all-platforms are mutually exclusive" in both.output
+    missing = CliRunner().invoke(cli, ["images", str(indexed.parent / "none.db")])
+    assert missing.exit_code == 2 and "(create one with `layerslayer index`)" in missing.output
 
 
 def test_public_names():
