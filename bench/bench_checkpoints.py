@@ -45,7 +45,7 @@ sys.path.insert(0, str(HERE))
 
 from bench_extract import _file_data  # noqa: E402
 from bench_tarstream import WORK  # noqa: E402
-from bench_tarstream import build_layer as build_index_layer
+from bench_tarstream import build_layer as build_index_layer  # noqa: E402
 from harness.builder import OCI_LAYER_GZIP, Layer, push_image, raw_layer  # noqa: E402
 from harness.proxy import FaultProxy  # noqa: E402
 from harness.registry import Registry  # noqa: E402

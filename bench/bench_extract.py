@@ -112,7 +112,7 @@ def main() -> None:
     registry = Registry(work / "registry", "anonymous").start()
     proxy = FaultProxy(registry).start()
     try:
-        pushed = push_image(registry, "bench/extract:v1", layers=[lay])
+        push_image(registry, "bench/extract:v1", layers=[lay])
         ref = f"{proxy.host}/bench/extract:v1"
         cli = [sys.executable, "-m", "layerslayer"]
         blob_route = f"/blobs/{lay.digest}"
@@ -144,7 +144,8 @@ def main() -> None:
         measure("layerslayer extract (glob: all of it)", lambda out: [*cli, "extract", ref, "*.env", "-o", str(out)], check_extract)
         measure("layerslayer save (full, verified)", lambda out: [*cli, "save", ref, "--layer", "0", "-o", str(out)], check_save)
         if shutil.which("curl"):
-            measure("curl full GET to a file (baseline)", lambda out: ["curl", "-sf", "--create-dirs", f"{proxy.url}/v2/bench/extract/blobs/{lay.digest}", "-o", str(out / "blob")])
+            blob_url = f"{proxy.url}/v2/bench/extract/blobs/{lay.digest}"
+            measure("curl full GET to a file (baseline)", lambda out: ["curl", "-sf", "--create-dirs", blob_url, "-o", str(out / "blob")])
     finally:
         proxy.stop()
         registry.stop()

@@ -92,7 +92,7 @@ def make_layer(rng: random.Random, tree, size: int, layer_no: int, unique_share:
     for i in range(n_unique):
         entries.append((f"app{layer_no}/node_modules/{word(rng)}/{word(rng)}/{i}.js", "file"))
     if layer_no % 3 == 1:  # some deletions, as real RUN layers do
-        for path, typ in rng.sample(shared, 20):
+        for path, _typ in rng.sample(shared, 20):
             d, _, n = path.rpartition("/")
             entries.append(((d + "/" if d else "") + ".wh." + n, "file"))
     out = []
@@ -122,10 +122,12 @@ def write_layer(db, digest, entries):
 def baseline_executemany(entries) -> tuple[float, float]:
     "(wall, cpu) seconds: the same rows, plain executemany into a table with no index."
     conn = sqlite3.connect(":memory:")
-    conn.execute("CREATE TABLE t (layer_id, position, path, type, size, mode, uid, gid, uname, gname, mtime, linkname, devmajor, devminor, whiteout, off, hs)")
+    conn.execute("CREATE TABLE t (layer_id, position, path, type, size, mode, uid, gid, uname, gname, mtime, linkname, "
+                 "devmajor, devminor, whiteout, off, hs)")
     c0 = time.process_time()
     t0 = time.perf_counter()
-    rows = [(1, i, e.path, e.type, e.size, e.mode, e.uid, e.gid, e.uname, e.gname, e.mtime, e.linkname, e.devmajor, e.devminor, 0, e.offset, 512) for i, e in enumerate(entries)]
+    rows = [(1, i, e.path, e.type, e.size, e.mode, e.uid, e.gid, e.uname, e.gname, e.mtime, e.linkname, e.devmajor, e.devminor, 0, e.offset, 512)
+            for i, e in enumerate(entries)]
     with conn:
         conn.executemany("INSERT INTO t VALUES (" + ",".join("?" * 17) + ")", rows)
     return time.perf_counter() - t0, time.process_time() - c0
@@ -290,13 +292,22 @@ def main() -> None:
                 tag = "latest"
                 short = f"registry.example/team/app{img}:latest"
             class P:
-                os = "linux"; architecture = "amd64"; variant = None; digest = f"sha256:{img:064x}"
-                media_type = "application/vnd.oci.image.manifest.v1+json"; attestation = False
+                os = "linux"
+                architecture = "amd64"
+                variant = None
+                digest = f"sha256:{img:064x}"
+                media_type = "application/vnd.oci.image.manifest.v1+json"
+                attestation = False
+
                 def __str__(self):
                     return "linux/amd64"
             class L:
                 def __init__(self, k):
-                    self.digest = f"sha256:{k + 1000:064x}"; self.media_type = "x"; self.size = 1; self.urls = []; self.foreign = False
+                    self.digest = f"sha256:{k + 1000:064x}"
+                    self.media_type = "x"
+                    self.size = 1
+                    self.urls = []
+                    self.foreign = False
             image_id = store.upsert_image(db, R, f"sha256:{img:064x}", "x")
             pid = store.upsert_platform(db, image_id, P())
             store.set_platform_layers(db, pid, [L(img * 5 + j) for j in range(5)], "registry.example", f"team/app{img}")

@@ -26,9 +26,10 @@ from __future__ import annotations
 
 import io
 import os
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import SimpleNamespace
-from typing import TYPE_CHECKING, BinaryIO, Callable, Sequence
+from typing import TYPE_CHECKING, BinaryIO
 
 from . import store
 from .errors import NotFound, UsageError
@@ -42,10 +43,10 @@ if TYPE_CHECKING:
     import sqlite_utils
 
     from .extraction import ExtractReport
-    from .operations import ExportItem, ExportSummary, SaveSummary
-    from .safetree import WrittenEntry
     from .image import InspectReport
     from .indexer import IndexSummary, Progress
+    from .operations import ExportItem, ExportSummary, SaveSummary
+    from .safetree import WrittenEntry
 
 __all__ = ["Index", "cat", "extract", "inspect", "save"]
 

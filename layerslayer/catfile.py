@@ -15,11 +15,22 @@ import re
 import shutil
 import tempfile
 import time
-from typing import BinaryIO, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import BinaryIO
 
 from . import tarstream
-from .extraction import (EXTRACT_CHUNK, ExtractReport, LayerPlan, LayerRead, LayerStream, MergedView, layer_index,
-                         open_layer, plan_from_index, toc_entries)
+from .extraction import (
+    EXTRACT_CHUNK,
+    ExtractReport,
+    LayerPlan,
+    LayerRead,
+    LayerStream,
+    MergedView,
+    layer_index,
+    open_layer,
+    plan_from_index,
+    toc_entries,
+)
 from .patterns import Pattern, compile_patterns, parse_pattern
 from .registry import RegistryClient
 from .safetree import DEFAULT_MAX_OUTPUT, OutputCapReached, Refused, RefusedEntry, SafeTree, WrittenEntry
@@ -57,7 +68,7 @@ def cat_file(
         for _hop in range(max_links + 1):
             follow: tuple[str, list] | None = None
             view = MergedView() if merged else None
-            for position, layer in enumerate(candidates):
+            for layer in candidates:
                 index = layer_index(layer)
                 stream = LayerStream(client, repository, layer.digest, layer.media_type, layer.size)
                 read = LayerRead(layer.digest, index, 0, False)
@@ -93,7 +104,7 @@ def cat_file(
                         if found.sparse is None:
                             shutil.copyfileobj(spool, out, EXTRACT_CHUNK)
                         else:  # a sparse file: its logical bytes, holes as zeros
-                            stored = iter(lambda: spool.read(EXTRACT_CHUNK), b"")
+                            stored = iter(lambda: spool.read(EXTRACT_CHUNK), b"")  # noqa: B023  (drained on the next line)
                             for piece in tarstream.sparse_bytes(stored, found.sparse, found.size):
                                 out.write(piece)
                         out.flush()

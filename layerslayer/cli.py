@@ -102,13 +102,15 @@ def registry_options(fn):
     @click.option("--username", "-u", help="Registry user name (else docker's config.json is used).")
     @click.option("--password", "-p", help="Registry password or token (prefer --password-stdin).")
     @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
-    @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path), help="A ready bearer token (default: ./token.txt, for Docker Hub only).")
+    @click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+                  help="A ready bearer token (default: ./token.txt, for Docker Hub only).")
     @click.option("--plain-http", is_flag=True, help="Use HTTP instead of HTTPS (automatic for localhost).")
     @click.option("--insecure", is_flag=True, help="Do not verify TLS certificates.")
     @click.option("--timeout", type=click.FloatRange(min=0.1), default=60.0, show_default=True, help="Read timeout in seconds.")
     @click.option("--deadline", type=click.FloatRange(min=0.1), default=300.0, show_default=True, envvar="LAYERSLAYER_DEADLINE",
                   help="Most seconds any one request may take, body included (a blob gets 1 s more per 100 kB).")
-    @click.option("--retries", type=click.IntRange(min=1), default=4, show_default=True, help="Attempts per request on 429, 5xx and dropped connections.")
+    @click.option("--retries", type=click.IntRange(min=1), default=4, show_default=True,
+                  help="Attempts per request on 429, 5xx and dropped connections.")
     @debug_option
     @functools.wraps(fn)
     def wrapper(*args, username, password, password_stdin, token_file, plain_http, insecure, timeout, deadline, retries, **kwargs):
@@ -237,7 +239,8 @@ class FlowCommand(click.Command):
 @platform_option(f"Answer the platform question (batch {PLATFORM_DEFAULT}).")
 @click.option("--peek-all", is_flag=True, help="List every layer's files, no questions.")
 @click.option("--save-all", is_flag=True, help="Download every layer, no questions (with --peek-all: list and save, one download per blob).")
-@click.option("-l", "--log-file", type=click.Path(dir_okay=False, path_type=Path), help="Write everything shown, prompts and answers included, to FILE (passwords and tokens never).")
+@click.option("-l", "--log-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write everything shown, prompts and answers included, to FILE (passwords and tokens never).")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False, path_type=Path), help="Also record what is peeked in this index (as `index` does).")
 @output_dir_option("downloads", help="Where downloaded layers go (same layout as `save`).")
 @registry_options
@@ -829,8 +832,8 @@ def save(reference, platform, layers, all_layers, config, out_dir, fmt, client_o
         layerslayer save alpine:3.20 --all
         layerslayer save nginx:latest --layer -1 --config -o ./blobs
     """
-    from .operations import save_image
     from .display import human_size
+    from .operations import save_image
 
     if fmt != "blobs" and (layers or config):
         raise click.UsageError(f"--format {fmt} writes the whole image: drop --layer/--config")
@@ -900,8 +903,8 @@ def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, fmt, 
         layerslayer export images.db --match '/app/.env' --files -o loot
         layerslayer export images.db --layer sha256:4abc...
     """
-    from .operations import export_layers
     from .display import human_size
+    from .operations import export_layers
 
     if not (patterns or digests):
         raise click.UsageError("choose layers with --match PATTERN or --layer DIGEST")
@@ -997,8 +1000,8 @@ def extract(reference, patterns, platform, layer, out_dir, force, max_output, fo
         layerslayer extract nginx:latest '*.conf' -o nginx-conf
         layerslayer extract alpine:3.20 /etc/alpine-release --stdout
     """
-    from .operations import extract_image
     from .errors import UsageError
+    from .operations import extract_image
     from .outdir import OutputDirError
     from .patterns import parse_pattern
     from .query import parse_size
@@ -1082,8 +1085,8 @@ def cat(reference, path, platform, layer, db_path, verify, client_options):
         layerslayer cat alpine:3.20 /etc/os-release
         layerslayer cat python:3.12 /usr/share/man/man1/python3.12.1 --db images.db | man -l -
     """
-    from .operations import extract_image
     from .errors import UsageError
+    from .operations import extract_image
 
     def message(text: str) -> None:
         click.echo(f"note: {cli_words(text)}", err=True)
@@ -1216,7 +1219,6 @@ def _echo_hits(hits, fmt: str | None, with_image: bool = True) -> int:
 
     if fmt in ("nl", "csv"):
         import csv
-        import io
         import itertools
 
         iterator = iter(hits)
@@ -1416,7 +1418,8 @@ def secrets(db, images, detectors, state, where, fmt):
     elif where and records:
         _echo_table(
             ["IMAGE", "PLATFORM", "LAYER", "STATE", "DETECTOR", "PREVIEW", "WHERE"],
-            [[printable(r["image"]), printable(r["platform"]) if r["platform"] else "-", "-" if r["layer_position"] is None else str(r["layer_position"]),
+            [[printable(r["image"]), printable(r["platform"]) if r["platform"] else "-",
+              "-" if r["layer_position"] is None else str(r["layer_position"]),
               r["state"], r["detector"], printable(r["preview"]),
               printable(r["location"] if r["source"] == "file" else f"{r['source']} {r['location']}")
               + (f":{r['line']}" if r["line"] else "")]

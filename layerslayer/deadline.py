@@ -40,7 +40,7 @@ class Deadline:
         self.expired = False
         self._sockets: list[socket.socket] = []
 
-    def watching(self) -> "_Watching":
+    def watching(self) -> _Watching:
         "Within this block, the sockets of the responses this thread starts are watched."
         return _Watching(self)
 
@@ -52,7 +52,7 @@ class Deadline:
         "The request is over: its sockets are no longer watched (they may go back to the pool)."
         _WATCHDOG.disarm(self)
 
-    def __enter__(self) -> "Deadline":
+    def __enter__(self) -> Deadline:
         return self
 
     def __exit__(self, *exc: object) -> None:

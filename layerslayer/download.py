@@ -21,10 +21,11 @@ import logging
 import os
 import re
 import stat
+from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO
 
 from .errors import LayerslayerError, RegistryError, UsageError, VerificationError
 from .oci import blob_extension, is_digest
@@ -146,7 +147,7 @@ class _PartFile:
         "Bytes in the .part so far."
         return self.digester.count
 
-    def open(self) -> "_PartFile":
+    def open(self) -> _PartFile:
         "Open (create) and lock the .part; hash what an earlier run left in it."
         try:
             self.dest.parent.mkdir(parents=True, exist_ok=True)
@@ -346,7 +347,7 @@ class BlobSpool:
         self._consumer: Iterator[bytes] | None = None
         self._done = False  # keep() or discard() called
 
-    def __enter__(self) -> "BlobSpool":
+    def __enter__(self) -> BlobSpool:
         if self.dest.exists() and verify_file(self.dest, self.digest, self.size):
             self._existing = True
             return self

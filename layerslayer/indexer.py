@@ -15,17 +15,15 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from . import secretscan, seekable, store, tarstream, toc
 from .decompress import decompress, sniff_compression
 from .errors import LayerslayerError, UsageError, VerificationError
-from .image import (
-    LayerInfo, PlatformImage, ResolvedImage, check_single_platform, human_size, load_platform, resolve, select_platform,
-)
+from .image import LayerInfo, PlatformImage, ResolvedImage, check_single_platform, human_size, load_platform, resolve, select_platform
 from .oci import layer_compression
 from .options import ClientOptions
 from .reference import Reference, parse_reference
@@ -63,10 +61,10 @@ class ScanPlan:
     scan: bool | None
     max_size: int | None
     keep_values: bool
-    scanner: "secretscan.Scanner | None"
+    scanner: secretscan.Scanner | None
 
     @classmethod
-    def of(cls, scan: bool | None, max_size: int, keep_values: bool) -> "ScanPlan":
+    def of(cls, scan: bool | None, max_size: int, keep_values: bool) -> ScanPlan:
         if scan is None and not secretscan.fast_prefilter():
             scan = False
         scanning = scan is not False
@@ -328,7 +326,7 @@ def global_headers_note(reader: tarstream.TarReader) -> str:
             f"({shown}{f'; {more} more' if more else ''})")
 
 
-def _report_truncated(scanner: "secretscan.Scanner", job: LayerJob, progress: Progress) -> None:
+def _report_truncated(scanner: secretscan.Scanner, job: LayerJob, progress: Progress) -> None:
     if scanner.truncated:
         progress.message(
             f"layer {job.digest}: secret scanning stopped short (more than {secretscan.MAX_HITS_PER_FILE:,} "
@@ -337,7 +335,7 @@ def _report_truncated(scanner: "secretscan.Scanner", job: LayerJob, progress: Pr
         )
 
 
-def scanned_entries(reader: tarstream.TarReader, scanner: "secretscan.Scanner",
+def scanned_entries(reader: tarstream.TarReader, scanner: secretscan.Scanner,
                     on_findings: Callable[[int, list], None]) -> Iterator[tarstream.Entry]:
     """The entries of a layer; each regular file up to the scanner's size cap
     is read while it is the current entry (the same single pass, one file in
@@ -374,7 +372,7 @@ def write_listing(db, digest: str, entries: Iterable[tarstream.Entry], finish: C
         return _write_entries(writer, entries, finish, checkpoints, note)
 
 
-def _write_entries(writer: "store.LayerWriter", entries: Iterable[tarstream.Entry], finish: Callable[[], int],
+def _write_entries(writer: store.LayerWriter, entries: Iterable[tarstream.Entry], finish: Callable[[], int],
                    checkpoints: list | None, note: Callable[[], str | None] | None,
                    after_read: Callable[[], None] | None = None) -> int:
     "The body of :func:`write_listing` on an open writer (scanning indexers open it themselves)."
@@ -397,7 +395,7 @@ def record_image(db, ref: Reference, resolved: ResolvedImage) -> int:
 
 
 def record_platform(db, image_id: int, ref: Reference, image: PlatformImage,
-                    scanner: "secretscan.Scanner | None" = None, keep_values: bool = False) -> int:
+                    scanner: secretscan.Scanner | None = None, keep_values: bool = False) -> int:
     """Record a platform image: its row, config, build steps and layer stack;
     return its id. With a ``scanner``, its config Env, Labels and build steps
     are scanned for secrets too, and (unless ``keep_values``) the values
@@ -690,9 +688,10 @@ def index_images(
     try:
         refs = [r if isinstance(r, Reference) else parse_reference(r) for r in references]
         for ref in refs:
-            targets = _guarded(indexer, ref, lambda: expand_tags(indexer, ref, page_size) if all_tags else [ref]) or []
+            # _guarded calls its work at once, inside this iteration
+            targets = _guarded(indexer, ref, lambda: expand_tags(indexer, ref, page_size) if all_tags else [ref]) or []  # noqa: B023
             for target in targets:
-                _guarded(indexer, target, lambda: indexer.add_reference(target))
+                _guarded(indexer, target, lambda: indexer.add_reference(target))  # noqa: B023
         indexer.run_layers()
         if indexer.scanner is not None:
             found = store.count_findings(indexer.db, indexer.platform_ids)

@@ -27,21 +27,19 @@ from __future__ import annotations
 import dataclasses
 import re
 import sys
-from contextlib import contextmanager, nullcontext
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, ContextManager, Iterable, Iterator, TextIO
+from typing import TextIO
 
 from . import download, store, tarstream
 from .display import mode_string, printable
 from .errors import AuthError, LayerslayerError, NotFound, UsageError, cli_words
-from .image import (
-    LayerInfo, PlatformImage, PlatformInfo, ResolvedImage, human_size, load_platform, resolve,
-    select_platform,
-)
+from .image import LayerInfo, PlatformImage, PlatformInfo, ResolvedImage, human_size, load_platform, resolve, select_platform
 from .indexer import VerifiedStream, record_image, record_platform, write_listing
-from .options import DEFAULT_TOKEN_FILE, ClientOptions
 from .oci import layer_compression, whiteout_target
+from .options import DEFAULT_TOKEN_FILE, ClientOptions
 from .reference import Reference, parse_reference
 from .registry import RegistryClient
 from .selectors import choose_platform, platform_matches
@@ -57,7 +55,7 @@ DOWNLOAD_PROMPT = "Download this layer? (y/N) "
 _TOKEN_BREAKS = r"\s'\"`=:,;@()\[\]{}<>"
 
 # progress_factory(label, total) -> context manager yielding an update(n) callable, or None
-ProgressFactory = Callable[[str, "int | None"], ContextManager]
+ProgressFactory = Callable[[str, int | None], AbstractContextManager]
 
 
 class EndOfInput(LayerslayerError):

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, Callable, Sequence
+from typing import TYPE_CHECKING, BinaryIO
 
 from . import layout
 from .catfile import cat_file, cat_indexed, follow_links
@@ -127,7 +128,7 @@ def save_image(
 
 @dataclass
 class ExportItem:
-    layer: "LayerMatch"  # find.LayerMatch: digest, media_type, size, matches, last_offset, sources
+    layer: LayerMatch  # find.LayerMatch: digest, media_type, size, matches, last_offset, sources
     registry: str = ""
     repository: str = ""
     download: DownloadResult | None = None   # whole blob

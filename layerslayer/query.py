@@ -25,9 +25,9 @@ import gc
 import json
 import re
 import sqlite3
+from collections.abc import Iterable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterable, Sequence
 
 from . import overlay
 from .display import mode_string, printable  # noqa: F401  (the one escaper; callers may still say query.printable)

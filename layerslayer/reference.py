@@ -160,5 +160,6 @@ def parse_platform(text: str) -> tuple[str, str, str | None]:
 def host_platform_string() -> str:
     "This machine's platform as an image would name it (``linux/amd64``, ``linux/arm64``)."
     machine = host_platform.machine().lower()
-    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x"}.get(machine, machine)
+    arch = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64", "armv7l": "arm", "i686": "386",
+            "ppc64le": "ppc64le", "s390x": "s390x"}.get(machine, machine)
     return f"linux/{arch}"

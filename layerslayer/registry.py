@@ -19,8 +19,8 @@ import re
 import ssl
 import time
 import warnings
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 from urllib.parse import urljoin, urlparse
 
 import requests
@@ -522,7 +522,8 @@ class RegistryClient:
                     failed_at = offset
                     failures += 1
                     if failures >= self.retries or time.monotonic() >= retry_until:
-                        raise NetworkError(f"download of blob {digest} from {self.registry} broke at byte {offset}: {short_reason(error)} (after {failures} attempts)")
+                        raise NetworkError(f"download of blob {digest} from {self.registry} broke at byte {offset}: "
+                                           f"{short_reason(error)} (after {failures} attempts)")
                     log.debug("blob %s broke at %d (%s); resuming", digest, offset, type(error).__name__)
                     self._sleep(failures, None, retry_until)
                 finally:
@@ -604,7 +605,8 @@ class RegistryClient:
                         if attempt < self.retries and time.monotonic() < retry_until:
                             self._sleep(attempt, None, retry_until)
                             continue
-                        raise NetworkError(f"range read of blob {digest} from {self.registry} failed: {short_reason(error)} (after {attempt} attempts)")
+                        raise NetworkError(f"range read of blob {digest} from {self.registry} failed: "
+                                           f"{short_reason(error)} (after {attempt} attempts)")
                     except requests.exceptions.RequestException as error:
                         raise NetworkError(f"range read of blob {digest} from {self.registry} failed: {short_reason(error)}")
                 break
@@ -632,6 +634,7 @@ class RegistryClient:
         params = {"n": page_size} if page_size else None
         scope = self.scope_for(repository) if repository else "registry:catalog:*"
         what = f"{'tag' if repository else 'catalog'} listing of {self.registry}/{repository or '_catalog'}"
+        not_found = f"{'repository' if repository else 'catalog'} not found: {self.registry}/{repository or '_catalog'}"
         url: str | None = self.base_url + path
         seen_urls = set()
         pages = 0
@@ -639,8 +642,7 @@ class RegistryClient:
             pages += 1
             if pages > self.max_pages:
                 raise RegistryError(f"the {what} goes on past {self.max_pages} pages; stopped")
-            response, body = self._get_capped(url, f"a page of the {what}", MAX_PAGE_BYTES, scope=scope, params=params,
-                                              not_found=f"{'repository' if repository else 'catalog'} not found: {self.registry}/{repository or '_catalog'}")
+            response, body = self._get_capped(url, f"a page of the {what}", MAX_PAGE_BYTES, scope=scope, params=params, not_found=not_found)
             link = response.headers.get("Link")
             try:
                 items = load_json(body, f"the {what}").get(key) or []

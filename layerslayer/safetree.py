@@ -15,8 +15,8 @@ import errno
 import hashlib
 import os
 import stat
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterable, Sequence
 
 from . import tarstream
 from .outdir import prepare_output_dir
@@ -179,7 +179,7 @@ class SafeTree:
             os.close(self.root_fd)
             self.root_fd = -1
 
-    def __enter__(self) -> "SafeTree":
+    def __enter__(self) -> SafeTree:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -231,7 +231,7 @@ class SafeTree:
                             raise
                         try:
                             os.mkdir(name, 0o755, dir_fd=parent)
-                            self._made.add(tuple(parts[: i + 1]))
+                            self._made.add(tuple(parts[: i + 1]))  # noqa: B023  (_try_names calls open_it at once)
                         except FileExistsError:
                             pass
                         return os.open(name, _O_DIR, dir_fd=parent)

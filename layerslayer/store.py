@@ -28,8 +28,9 @@ import sqlite3
 import threading
 import time
 import urllib.parse
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import sqlite_utils
 
@@ -37,7 +38,6 @@ from . import __version__
 from .errors import LayerslayerError
 from .migrations import migrations
 from .oci import OPAQUE, OPAQUE_MARKER, TYPE_CODES, WHITEOUT, WHITEOUT_PREFIX
-
 
 __all__ = [
     "NotAnIndex",
@@ -776,7 +776,7 @@ class LayerWriter:
             raise
 
     # -- context manager
-    def __enter__(self) -> "LayerWriter":
+    def __enter__(self) -> LayerWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -1168,14 +1168,14 @@ def schema_text(db) -> str:
         )
 
     out = []
-    for type_, name, tbl, sql in rows:
+    for type_, name, _, sql in rows:
         if type_ != "table" or hidden(name):
             continue
         out.append(sql.strip() + ";")
-        for t2, n2, tbl2, sql2 in rows:
+        for t2, _, tbl2, sql2 in rows:
             if t2 in ("index", "trigger") and tbl2 == name:
                 out.append(sql2.strip() + ";")
-    for type_, name, tbl, sql in rows:
+    for type_, _, _, sql in rows:
         if type_ == "view":
             out.append(sql.strip() + ";")
     return "\n\n".join(out) + "\n"

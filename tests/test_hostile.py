@@ -285,7 +285,8 @@ MALFORMED_MANIFESTS = {
     "not JSON": b"<html>502 Bad Gateway</html>",
     "not UTF-8": b'{"schemaVersion": 2, "layers": ["\xff\xfe"]}',
     "a JSON list": b"[1, 2, 3]",
-    "layers not a list": json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {"digest": "sha256:" + "a" * 64}, "layers": 5}).encode(),
+    "layers not a list": json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {"digest": "sha256:" + "a" * 64},
+                                     "layers": 5}).encode(),
     "layer size not a number": None,  # needs a real config: built in the test
     "config digest not a string": json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": {"digest": 5}, "layers": []}).encode(),
     "config not an object": json.dumps({"schemaVersion": 2, "mediaType": OCI_MANIFEST, "config": "sha256:" + "a" * 64, "layers": []}).encode(),

@@ -143,7 +143,7 @@ def test_history_platforms_and_layers_recorded(registry, unique_repo, tmp_path):
     assert sorted(platforms) == [("attestation", 1), ("attestation", 1), ("linux/amd64", 0), ("linux/arm64/v8", 0)]
     assert "2 platforms" in result.output
     # Attestation manifests' blobs are never downloaded or indexed as filesystems.
-    attestation_layers = {l.digest for a in pushed.attestations for l in a.layers}
+    attestation_layers = {layer.digest for a in pushed.attestations for layer in a.layers}
     indexed = {d for (d,) in rows(db, "SELECT digest FROM layers")}
     assert not attestation_layers & indexed
 
@@ -164,7 +164,7 @@ def test_shared_layer_downloaded_once(fault_proxy, unique_repo, tmp_path):
     fault_proxy.clear_records()
     again = index(db, one.ref, two.ref)
     assert "0 indexed, 4 reused" in again.output and "0.0 B of layers downloaded" in again.output
-    layer_digests = {l.digest for l in one.layers + two.layers}
+    layer_digests = {layer.digest for layer in one.layers + two.layers}
     assert sum(fault_proxy.bytes_served(f"/blobs/{d}") for d in layer_digests) == 0
 
 

@@ -40,7 +40,7 @@ def test_multi_arch_with_attestation(registry, unique_repo, media):
     arm64 = pushed.images[1]
     assert data["platform"]["architecture"] == "arm64"
     assert data["config_digest"] == arm64.config_digest
-    assert [layer["digest"] for layer in data["layers"]] == [l.digest for l in arm64.layers]
+    assert [layer["digest"] for layer in data["layers"]] == [layer.digest for layer in arm64.layers]
 
     text = run("inspect", pushed.ref, "--platform", "linux/arm/v7")
     assert text.exit_code == 0, text.output
@@ -93,8 +93,8 @@ def test_single_platform_history_alignment(registry, unique_repo, media, compres
     assert data["media_type"] == pushed.media_type
     assert data["platform"]["architecture"] == "arm64"
     assert data["platform"]["variant"] == "v8"
-    assert [l["media_type"] for l in data["layers"]] == [expected_type] * 2
-    assert [l["size"] for l in data["layers"]] == [l.size for l in pushed.layers]
+    assert [layer["media_type"] for layer in data["layers"]] == [expected_type] * 2
+    assert [layer["size"] for layer in data["layers"]] == [layer.size for layer in pushed.layers]
     assert [(h["empty_layer"], h["layer_index"]) for h in data["history"]] == [
         (False, 0), (True, None), (True, None), (False, 1), (True, None),
     ]

@@ -15,20 +15,24 @@ from pathlib import Path
 import pexpect
 import pytest
 from click.testing import CliRunner
-from harness.builder import (
-    dir_, empty, file, foreign_layer, layer, push_image, push_index, raw_layer, symlink, whiteout,
-)
+from harness.builder import dir_, empty, file, foreign_layer, layer, push_image, push_index, raw_layer, symlink, whiteout
+from harness.dbrows import rows
+from harness.wait import wait_until
 
-from layerslayer.download import blob_path
 from layerslayer.cli import cli
+from layerslayer.download import blob_path
 from layerslayer.interactive import (
-    BadAnswer, EndOfInput, Prompter, format_entry, parse_layer_selection, parse_platform_choice, parse_yes_no,
+    BadAnswer,
+    EndOfInput,
+    Prompter,
+    format_entry,
+    parse_layer_selection,
+    parse_platform_choice,
+    parse_yes_no,
     printable,
 )
 from layerslayer.reference import host_platform_string
 from layerslayer.tarstream import Entry
-from harness.dbrows import rows
-from harness.wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -226,12 +230,12 @@ def test_build_steps_layers_and_listing(registry, unique_repo, tmp_path):
     assert f" [0] {base.digest}  {human(base.size)}\n [1] {app.digest}  {human(app.size)}\n" in text
     assert LAYER_PROMPT + "ALL\n" in text
     lines = text.splitlines()
-    assert any(l.split() == ["drwxr-xr-x", "root/root", "etc/"] for l in lines)
-    assert any(l.split() == ["-rw-r--r--", "root/root", "26.0", "B", "etc/passwd"] for l in lines)
-    assert any(l.split() == ["-rwxr-xr-x", "root/root", "3.1", "KB", "usr/bin/tool"] for l in lines)
-    assert any(l.endswith("bin -> usr/bin") for l in lines)
-    assert any(l.endswith("etc/.wh.shadow  [whiteout: deletes etc/shadow]") for l in lines)
-    assert any(l.split()[-1:] == ["app/.env"] for l in lines)  # the zstd layer
+    assert any(line.split() == ["drwxr-xr-x", "root/root", "etc/"] for line in lines)
+    assert any(line.split() == ["-rw-r--r--", "root/root", "26.0", "B", "etc/passwd"] for line in lines)
+    assert any(line.split() == ["-rwxr-xr-x", "root/root", "3.1", "KB", "usr/bin/tool"] for line in lines)
+    assert any(line.endswith("bin -> usr/bin") for line in lines)
+    assert any(line.endswith("etc/.wh.shadow  [whiteout: deletes etc/shadow]") for line in lines)
+    assert any(line.split()[-1:] == ["app/.env"] for line in lines)  # the zstd layer
     assert text.count(DOWNLOAD_PROMPT) == 2
 
 
@@ -359,7 +363,7 @@ def test_save_all(fault_proxy, unique_repo, tmp_path):
     assert result.exit_code == 0, result.output
     assert "etc/passwd" not in result.output and "Download this layer" not in result.output
     saved = files_under(out)
-    assert sorted(sha256(p) for p in saved) == sorted(l.digest for l in pushed.layers)
+    assert sorted(sha256(p) for p in saved) == sorted(layer.digest for layer in pushed.layers)
     assert sorted(p.name.split(".", 1)[1] for p in saved) == ["tar.gz", "tar.zst"]
     for lay in pushed.layers:
         assert fault_proxy.count(f"/blobs/{lay.digest}", method="GET") == 1
@@ -372,7 +376,7 @@ def test_save_all(fault_proxy, unique_repo, tmp_path):
     peek = flow("-t", pushed.ref, "--peek-all", out=out)
     assert peek.exit_code == 0 and "etc/passwd" in peek.output and "app/.env" in peek.output
     assert sum(fault_proxy.count(f"/blobs/{lay.digest}") for lay in pushed.layers) == 0
-    assert sorted(sha256(p) for p in files_under(out)) == sorted(l.digest for l in pushed.layers)
+    assert sorted(sha256(p) for p in files_under(out)) == sorted(layer.digest for layer in pushed.layers)
 
 
 def test_peek_all_and_save_all_download_each_blob_once(fault_proxy, unique_repo, tmp_path):
@@ -383,7 +387,7 @@ def test_peek_all_and_save_all_download_each_blob_once(fault_proxy, unique_repo,
     assert result.exit_code == 0, result.output
     assert "etc/passwd" in result.output and "app/.env" in result.output
     assert result.output.count("Saved layer [") == 2
-    assert sorted(sha256(p) for p in files_under(out)) == sorted(l.digest for l in pushed.layers)
+    assert sorted(sha256(p) for p in files_under(out)) == sorted(layer.digest for layer in pushed.layers)
     for lay in pushed.layers:
         assert fault_proxy.count(f"/blobs/{lay.digest}", method="GET") == 1
         assert fault_proxy.bytes_served(f"/blobs/{lay.digest}") == lay.size
@@ -414,8 +418,8 @@ def test_log_file_has_everything_but_the_password(basic_registry, unique_repo, t
     ]:
         assert expected in text, expected
     # The log is the session as shown, line for line.
-    shown = [l for l in result.output.splitlines() if l.strip()]
-    logged = [l for l in text.splitlines() if l.strip()]
+    shown = [line for line in result.output.splitlines() if line.strip()]
+    logged = [line for line in text.splitlines() if line.strip()]
     assert shown == logged
 
 

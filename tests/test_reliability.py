@@ -94,7 +94,7 @@ def do_inspect(served, proxy, tmp_path, *opts, ok=True):
         assert result.exit_code == 0, result.output
         data = json.loads(result.stdout)  # stderr: the -p warning
         assert data["digest"] == served.pushed.digest
-        assert [l["digest"] for l in data["layers"]] == [served.big.digest, served.small.digest]
+        assert [layer["digest"] for layer in data["layers"]] == [served.big.digest, served.small.digest]
     else:
         assert result.exit_code == 3, result.output
         lines = result.output.splitlines()

@@ -52,7 +52,8 @@ def make_image(db, layers, *, repo="team/app", tag="1", arch="amd64", index_orde
             index_layer(db, layers[i], digests[i])
     ref = Reference("registry.example", repo, tag)
     image_id = store.upsert_image(db, ref, "sha256:" + hashlib.sha256(repr(digests).encode()).hexdigest(), "application/vnd.oci.image.index.v1+json")
-    platform = PlatformInfo("linux", arch, None, "sha256:" + hashlib.sha256((arch + repr(digests)).encode()).hexdigest(), "application/vnd.oci.image.manifest.v1+json")
+    platform = PlatformInfo("linux", arch, None, "sha256:" + hashlib.sha256((arch + repr(digests)).encode()).hexdigest(),
+                            "application/vnd.oci.image.manifest.v1+json")
     platform_id = store.upsert_platform(db, image_id, platform, None)
     store.set_platform_layers(db, platform_id, [LayerInfo(i, d, GZ, 100) for i, d in enumerate(digests)], "registry.example", repo)
     return platform_id
@@ -128,9 +129,10 @@ def test_reopen_keeps_data(tmp_path):
 def test_concurrent_first_open_migrates_once(tmp_path):
     path = str(tmp_path / "index.db")
     every = _open_and_count(tmp_path / "reference.db")  # how many migrations a fresh index records
+    assert every == len(migrations._migrations)
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(2) as pool:
-        assert pool.map(_open_and_count, [path] * 4) == [len(migrations._migrations)] * 4
+        assert pool.map(_open_and_count, [path] * 4) == [every] * 4
 
 
 def _open_and_count(path):

@@ -96,13 +96,13 @@ def common_members(long_names=True, long_links=True):
     if long_names:
         members += [
             _info("a" * 99 + "/" + "b" * 50, data=b"long1"),  # > 100: ustar prefix or pax path
-            _info("deep/" + "/".join(["segment%02d" % i for i in range(30)]) + "/file.txt", data=b"long2"),  # > 255
+            _info("deep/" + "/".join([f"segment{i:02d}" for i in range(30)]) + "/file.txt", data=b"long2"),  # > 255
             _info("d/" + "x" * 150 + "/", tarfile.DIRTYPE, mode=0o755),
         ]
     if long_links:
         members += [
             _info("links/longsym", tarfile.SYMTYPE, linkname="../" * 60 + "target", mode=0o777),
-            _info("links/longhard", tarfile.LNKTYPE, linkname="deep/" + "/".join(["segment%02d" % i for i in range(30)]) + "/file.txt"),
+            _info("links/longhard", tarfile.LNKTYPE, linkname="deep/" + "/".join([f"segment{i:02d}" for i in range(30)]) + "/file.txt"),
         ]
     return members
 

@@ -28,7 +28,8 @@ def test_a_wrong_digest_and_a_wrong_size_each_have_one_message():
         check_bytes(other, DIGEST, f"blob {DIGEST}", len(DATA))
     assert str(info.value) == f"blob {DIGEST} does not match its digest (got sha256:{hashlib.sha256(other).hexdigest()})"
     assert info.value.exit_code == 3
-    with pytest.raises(VerificationError, match=f"^blob {DIGEST} is {len(DATA) - 1} bytes, not the {len(DATA)} it should be; the download was deleted$"):
+    too_short = f"^blob {DIGEST} is {len(DATA) - 1} bytes, not the {len(DATA)} it should be; the download was deleted$"
+    with pytest.raises(VerificationError, match=too_short):
         digester = Digester(DIGEST, len(DATA))
         digester.update(DATA[:-1])
         digester.check(f"blob {DIGEST}", then="the download was deleted")

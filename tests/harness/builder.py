@@ -51,7 +51,7 @@ import tarfile
 import urllib.parse
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
 
 import requests
 import zstandard
@@ -94,7 +94,7 @@ def sha256_digest(data: bytes) -> str:
 
 
 # -- tar members ------------------------------------------------------------------
-Name = Union[str, bytes]
+Name = str | bytes
 
 
 @dataclass
@@ -178,7 +178,7 @@ def opaque(dirpath: Name, **kw: Any) -> TarMember:
     return TarMember(posixpath.join(_text(dirpath).rstrip("/"), ".wh..wh..opq"), "file", b"", 0o644, **kw)
 
 
-MemberSpec = Union[TarMember, str, bytes, tuple]
+MemberSpec = TarMember | str | bytes | tuple
 
 
 def _member(spec: MemberSpec) -> TarMember:
@@ -512,7 +512,7 @@ class BuiltIndex:
         return f"<BuiltIndex {self.media} {self.digest[:19]}… images={self.images} attestations={len(self.attestations)}>"
 
 
-ImageSpec = Union[BuiltImage, str, Platform, Mapping[str, Any]]
+ImageSpec = BuiltImage | str | Platform | Mapping[str, Any]
 
 
 def build_index(images: Sequence[ImageSpec], *, media: str = "oci", attestation: bool = False,

@@ -31,7 +31,7 @@ def canonical(path) -> dict[str, list]:
             "SELECT name, type, sql FROM sqlite_master WHERE type IN ('table', 'view') ORDER BY name").fetchall()
         fts = {name for name, type_, sql in relations if sql and "VIRTUAL TABLE" in sql.upper()}
         out: dict[str, list] = {}
-        for name, type_, _sql in relations:
+        for name, _type, _sql in relations:
             if name.startswith("sqlite_") or name == "_sqlite_migrations" or name in fts:
                 continue
             if any(name == f + s for f in fts for s in HIDDEN_SUFFIXES):
