@@ -1,4 +1,4 @@
-"""Benchmark gzip checkpoints (issue 16): their cost while indexing, their gain when reading one file.
+"""Benchmark gzip checkpoints: their cost while indexing, their gain when reading one file.
 
     python bench/bench_checkpoints.py [--repeat 3] [--size-mb 200] [--skip-index]
 

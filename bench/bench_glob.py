@@ -10,7 +10,7 @@ ordinary names of the same length, it times in the same run:
 * ``patterns.compile_patterns`` over the whole ``secrets`` preset (what
   ``find --preset secrets`` and ``browse``'s secrets query call per path);
 * the same preset through the plain backtracking translation (``*`` → ``.*``,
-  the matcher before issue 13 item 7), as the baseline;
+  the matcher used before the linear one), as the baseline;
 * SQLite's own ``GLOB`` and ``LIKE`` on the worst pattern (``find``'s
   candidate plans use LIKE; measured to check that SQLite stays linear).
 

@@ -10,7 +10,7 @@ bench/.work/), then times, side by side in the same run:
 * `curl -s BLOB_URL | python -m isal.igzip -d > /dev/null`  (pure inflate)
 * `layerslayer index FRESH.db REF --quiet`              (search index included)
 
-and reports the ratios the indexer issue targets (<= 0.5x tar, <= 1.6x
+and reports the ratios the indexer is held to (<= 0.5x tar, <= 1.6x
 inflate), the indexer's peak RSS (target <= 100 MB) and the layer bytes a
 re-index of the same image downloads (target 0). Medians of --repeat runs.
 """

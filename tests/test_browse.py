@@ -402,7 +402,7 @@ def test_non_index_databases_are_left_alone(index_db, tmp_path):
 
 
 # ---------------------------------------------------------------------------
-# For a recon user (issue 13, item 17)
+# For a recon user
 
 
 def headers(page: str) -> list[str]:
@@ -914,7 +914,7 @@ def test_real_browser_home_glob_query_file_layer_image(index_db, chrome, tmp_pat
 
 
 def test_real_browser_recon_user_pages(index_db, chrome, tmp_path):
-    "Issue 13, item 17, in a real browser: the find box, ignore case as a checkbox, ghost commands, titles."
+    "The recon user's pages in a real browser: the find box, ignore case as a checkbox, ghost commands, titles."
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait

@@ -1,5 +1,5 @@
 """`browse`: the "view" link of a file fetches it through the same path as
-`cat --db` (issue 16), with nothing written to the index."""
+`cat --db`, with nothing written to the index."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Untrusted text never reaches a terminal raw (issue 13, item 5).
+"""Untrusted text never reaches a terminal raw.
 
 An image is built with escape sequences, CR, C1 codes and a bidi override in
 its file names, link targets, build steps, platform and labels, and a
@@ -143,7 +143,7 @@ def test_registry_error_messages_are_escaped(hostile, fault_proxy, tmp_path):
     assert "Error: " in text and escaped(OSC_TITLE) in text and not raw_controls(text)
 
 
-# -- find --csv, -p, the -l log (issue 13, item 10) -------------------------------------------
+# -- find --csv, -p, the -l log -----------------------------------------------------------------
 
 FORMULAS = ["=HYPERLINK(\"evil.example\",\"x\")", "+1+cmd", "-2+3", "@SUM(1+1)", "\tpadded", "\rreturn"]
 
@@ -199,7 +199,7 @@ def test_log_masks_a_password_only_as_a_whole_token(registry, tmp_path):
     assert "root/root" in text and "root/.profile" in text and "****" not in text
 
 
-# -- messages (issue 13, item 16) ---------------------------------------------------------------
+# -- messages -----------------------------------------------------------------------------------
 
 
 def test_a_login_typed_at_the_prompt_is_not_called_username(basic_registry, tmp_path):

@@ -1,4 +1,4 @@
-"""Issue 13, extraction safety: links re-checked where they land, nothing left
+"""Extraction safety: links re-checked where they land, nothing left
 from a failed stream, a fresh default output directory, output bounds, and one
 line (never a traceback) when an output directory cannot be written."""
 

@@ -1,4 +1,4 @@
-"""Glob matching is linear in the name's length (issue 13 item 7).
+"""Glob matching is linear in the name's length.
 
 A crafted layer of long names such as ``service-account…service-account.json….json X``
 made ``find --preset secrets`` and the same query in ``browse`` quadratic:

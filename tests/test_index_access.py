@@ -1,4 +1,4 @@
-"""Opening an index (issue 13 items 11 and 12): reading commands never write,
+"""Opening an index: reading commands never write,
 and work on a read-only file system; an index of another schema version is
 named as such; `index` refuses a DB path that reads as an image reference.
 

@@ -1,4 +1,4 @@
-"""What `index` and `find` say about what is missing (issue 13 items 15 and 18):
+"""What `index` and `find` say about what is missing:
 the summary counts failed images, `find` tells how many layers of the images
 searched are not in its answer, and Ctrl-C during `index` leaves a clean
 terminal line ("Interrupted." on its own) and a summary of what was kept."""

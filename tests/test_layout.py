@@ -1,4 +1,4 @@
-"""`save --format oci|docker-archive` (issue 16): output that other tools load,
+"""`save --format oci|docker-archive`: output that other tools load,
 checked by skopeo (a Debian package) reading it back."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Where credentials go, how long a hostile server can hold us, TLS, and what
-the network and credential errors say (issue 13: items 2, 6, 14, 16).
+the network and credential errors say.
 
 Every test runs ``layerslayer`` as a real process (its stderr is what a user
 sees, warnings included) against the real docker-registry, fronted where
@@ -70,7 +70,7 @@ def basic_gate(answer):
     return route
 
 
-# -- item 2: credentials stay with the registry's origin ------------------------------------
+# -- credentials stay with the registry's origin --------------------------------------------
 
 def test_tag_page_linked_to_another_host_gets_no_credentials(basic_registry, servers, unique_repo, tmp_path):
     "index --all-tags behind Basic auth; the tag listing's Link points at another host."
@@ -154,7 +154,7 @@ def test_redirect_from_https_to_http_on_the_same_host_gets_no_credentials(regist
     assert "redirected to plain HTTP" in result.stderr and "followed without your credentials" in result.stderr
 
 
-# -- item 6: no end to endless or dripping servers? There is one now ---------------------
+# -- no end to endless or dripping servers? There is one now --------------------------------
 
 def _image(registry, unique_repo, size=3000):
     repo = unique_repo()
@@ -261,7 +261,7 @@ def test_a_listing_page_has_a_size_limit(servers):
     assert "over the 4 MiB limit" in str(info.value)
 
 
-# -- item 14: TLS -------------------------------------------------------------------------
+# -- TLS ------------------------------------------------------------------------------------
 
 def _tls_registry(registry, servers, unique_repo, tmp_path):
     repo = unique_repo()
@@ -308,7 +308,7 @@ def test_plain_http_fall_back_for_loopback_is_announced_once(registry, unique_re
     assert "plain HTTP" not in quiet.stderr
 
 
-# -- item 16: messages that name the cause --------------------------------------------------
+# -- messages that name the cause -----------------------------------------------------------
 
 def _private_image_with_docker_config(basic_registry, unique_repo, tmp_path, monkeypatch, config: str):
     "A private image, and $DOCKER_CONFIG holding ``config``: (reference, config directory)."

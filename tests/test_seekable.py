@@ -1,4 +1,4 @@
-"""Checkpoints into big gzip layers (issue 16): recorded while indexing, then
+"""Checkpoints into big gzip layers: recorded while indexing, then
 `cat` and `extract --db` read one file with one Range request from the
 checkpoint before it. Bytes are counted at the fault proxy."""
 
