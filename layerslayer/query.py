@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from . import overlay
-from .display import mode_string, printable  # noqa: F401  (the one escaper; callers may still say query.printable)
+from .display import mode_string
 from .errors import UsageError
 from .globplan import _successor
 from .oci import DIGEST_ALGORITHMS, ENTRY_TYPES, OPAQUE, WHITEOUT

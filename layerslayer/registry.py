@@ -321,11 +321,6 @@ class RegistryClient:
     def scope_for(repository: str) -> str:
         return f"repository:{repository}:pull"
 
-    def ping(self) -> None:
-        response = self.request("GET", "/v2/")
-        response.close()
-        self._raise_for_status(response, "the registry API")
-
     def _raise_for_status(self, response: requests.Response, what: str, not_found: str | None = None) -> None:
         status = response.status_code
         if 200 <= status < 300:

@@ -33,7 +33,7 @@ from harness.builder import dir_, empty, file, layer, push_image, push_index, sy
 from harness.net import free_port
 from support.index import BuiltIndex, build_index
 
-from layerslayer import find, query
+from layerslayer import find, query, store
 from layerslayer.browse.queries import canned_query_definitions
 from layerslayer.browse.server import make_datasette
 from layerslayer.browse.sqlfunctions import plan_keys
@@ -216,7 +216,7 @@ def find_keys(index_db, patterns=(), **options) -> set:
     out = set()
     for hit in hits:
         state = "deleted" if hit.deleted else "visible" if hit.visible else "overwritten"
-        out.add((hit.image, hit.platform, hit.layer_index, query.path_text(hit.path)[0], state))
+        out.add((hit.image, hit.platform, hit.layer_index, store.path_text(hit.path)[0], state))
     return out
 
 

@@ -10,14 +10,17 @@ by ``display.printable``: visible as ``\\x1b``, never acted on.
 
 from __future__ import annotations
 
+import importlib
 import json
+import pkgutil
 
 import pytest
 from click.testing import CliRunner
 from harness.builder import file, layer, push_image, symlink
 from harness.terminal import BIDI, CLEAR, CSI_C1, OSC_TITLE, RED, escaped, raw_controls
 
-from layerslayer import display, interactive, query
+import layerslayer
+from layerslayer import display, interactive
 from layerslayer.cli import cli
 
 EVIL_NAME = f"etc/evil{OSC_TITLE}.conf"
@@ -71,8 +74,11 @@ def test_printable_escapes_every_control_and_nothing_else():
     assert display.printable(None) == "" and display.printable(12) == "12"
     once = display.printable(OSC_TITLE + "\udcfe")
     assert display.printable(once) == once and not raw_controls(once)
-    # One helper: the old names are the same function.
-    assert query.printable is display.printable and interactive.printable is display.printable
+    # One helper: no module of the package has an escaper of its own.
+    for info in pkgutil.walk_packages(layerslayer.__path__, "layerslayer."):
+        module = importlib.import_module(info.name)
+        assert getattr(module, "printable", display.printable) is display.printable, info.name
+    assert interactive.printable is display.printable
 
 
 def test_inspect_escapes_build_steps_platform_and_labels(hostile):
