@@ -48,7 +48,7 @@ class _CliWordsFilter(logging.Filter):
     "The library's logged warnings (a registry falling back to plain HTTP) in the CLI's words, while a command runs."
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = cli_words(record.getMessage()), None
+        record.msg, record.args = said(record.getMessage()), None
         return True
 
 
@@ -427,7 +427,7 @@ class CrawlTerminalProgress:
 
     def message(self, text: str) -> None:
         with self.lock:
-            click.echo(f"\r\033[K{cli_words(text)}" if self.live else cli_words(text), err=True)
+            click.echo(f"\r\033[K{said(text)}" if self.live else said(text), err=True)
 
     def close(self) -> None:
         if self.live:
@@ -438,7 +438,7 @@ class QuietCrawlProgress:
     def status(self, status) -> None: ...
 
     def message(self, text: str) -> None:
-        click.echo(cli_words(text), err=True)
+        click.echo(said(text), err=True)
 
     def close(self) -> None: ...
 
@@ -516,7 +516,7 @@ def index(db, references, from_file, platform, all_platforms, all_tags, catalog,
     try:
         check_index_choices(platform=platform, all_platforms=all_platforms, scan=scan, keep_values=keep_values)
     except LayerslayerError as error:
-        raise click.UsageError(cli_words(str(error))) from None
+        raise click.UsageError(said(error)) from None
     span_bytes = _span(span)
     if limit and not catalog:
         raise click.UsageError("--limit goes with --catalog")
@@ -1089,7 +1089,7 @@ def cat(reference, path, platform, layer, db_path, verify, client_options):
     from .operations import extract_image
 
     def message(text: str) -> None:
-        click.echo(f"note: {cli_words(text)}", err=True)
+        click.echo(f"note: {said(text)}", err=True)
 
     try:
         report = extract_image(
@@ -1097,7 +1097,7 @@ def cat(reference, path, platform, layer, db_path, verify, client_options):
             stdout=sys.stdout.buffer, db_path=None if verify else db_path, verify=verify, message=message,
         )
     except UsageError as error:
-        raise click.UsageError(cli_words(str(error)))
+        raise click.UsageError(said(error))
     from .display import printable
 
     for refused in report.refused:

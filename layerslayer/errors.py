@@ -24,7 +24,9 @@ _CLI_WORDS: list[tuple[re.Pattern[str], str]] = [(re.compile(pattern), cli) for 
     (r"\bplatform and all_platforms exclude each other\b", "--platform and --all-platforms are mutually exclusive"),
     (r"\bkeep_values and scan=False exclude each other\b", "--keep-values and --no-scan exclude each other"),
     (r"\bIndex\((['\"])(.+)\1\)\.upgrade\(\)", r"`layerslayer index \2 --upgrade`"),
+    (r"\bIndex\((['\"])DB\.db\1\)\.add\(IMAGE, \.\.\.\)", "`layerslayer index DB.db IMAGE...`"),
     (r"\bIndex\.add\b", "`layerslayer index`"),
+    (r"\bIndex\.images\(\)", "`layerslayer images DB`"),
 ]]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from . import tarstream, toc
 from .decompress import decompress
-from .errors import LayerslayerError
+from .errors import LayerslayerError, TarError
 from .oci import is_whiteout, layer_compression, whiteout_code
 from .overlay import scope
 from .patterns import Pattern, compile_patterns, parse_pattern
@@ -176,7 +176,7 @@ class LayerStream:
     def entries(self) -> Iterator[tarstream.Entry]:
         try:
             yield from self.reader
-        except tarstream.TarError:
+        except TarError:
             # Corrupt data: was it damaged on the way (digest) or born that way?
             for _ in self._counted:
                 pass

@@ -22,8 +22,9 @@ from pathlib import Path
 
 from . import secretscan, seekable, store, tarstream, toc
 from .decompress import decompress, sniff_compression
+from .display import human_size
 from .errors import LayerslayerError, UsageError, VerificationError
-from .image import LayerInfo, PlatformImage, ResolvedImage, check_single_platform, human_size, load_platform, resolve, select_platform
+from .image import LayerInfo, PlatformImage, ResolvedImage, check_single_platform, load_platform, resolve, select_platform
 from .oci import layer_compression
 from .options import ClientOptions
 from .reference import Reference, parse_reference
@@ -632,7 +633,7 @@ def check_index_path(db_path: Path | str) -> None:
         return
     raise UsageError(
         f"{name!r} looks like an image reference, not an index file (it does not exist); the index comes "
-        f"first: `layerslayer index DB.db IMAGE...`; to create an index with that name, end it in .db "
+        f"first: Index('DB.db').add(IMAGE, ...); to create an index with that name, end it in .db "
         f"or create the file first"
     )
 

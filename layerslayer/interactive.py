@@ -34,9 +34,9 @@ from pathlib import Path
 from typing import TextIO
 
 from . import download, store, tarstream
-from .display import mode_string, printable
-from .errors import AuthError, LayerslayerError, NotFound, UsageError, cli_words
-from .image import LayerInfo, PlatformImage, PlatformInfo, ResolvedImage, human_size, load_platform, resolve, select_platform
+from .display import human_size, mode_string, printable
+from .errors import AuthError, LayerslayerError, NotFound, TarError, UsageError, cli_words
+from .image import LayerInfo, PlatformImage, PlatformInfo, ResolvedImage, load_platform, resolve, select_platform
 from .indexer import VerifiedStream, record_image, record_platform, write_listing
 from .oci import layer_compression, whiteout_target
 from .options import DEFAULT_TOKEN_FILE, ClientOptions
@@ -555,7 +555,7 @@ class Flow:
 
             try:
                 self._list(layer, chunks, finish)
-            except tarstream.TarError as error:
+            except TarError as error:
                 self._fail(layer, error)
             if decide():
                 path = spool.keep()

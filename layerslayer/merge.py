@@ -84,7 +84,7 @@ def merge_index(db, shard_path) -> dict[str, int]:
             raise MergeError(
                 f"{name} has another schema version than the index it is merged into "
                 + (f"(it has migrations this layerslayer does not know: {', '.join(newer)[:200]})" if newer
-                   else "(older: open it once with this layerslayer, e.g. `layerslayer images SHARD`, to upgrade it)")
+                   else f"(older: upgrade it first with Index({name!r}).upgrade())")
             )
         conn.execute("PRAGMA foreign_keys = OFF")  # every row below comes from a join with its parents
         try:

@@ -202,7 +202,7 @@ def _resolve_images(db, specs: Sequence[str]) -> list[int]:
     for spec in specs:
         found = match_images(db, spec)
         if not found:
-            raise UnknownImage(f"no indexed image matches {spec!r} (`layerslayer images DB` lists them)")
+            raise UnknownImage(f"no indexed image matches {spec!r} (Index.images() lists them)")
         ids += [i for i in found if i not in ids]
     return ids
 
@@ -227,8 +227,8 @@ def _resolve_layer(db, text: str | int, platform_ids: Sequence[int] | None = Non
     """The id of the indexed layer ``text`` selects (``selectors.parse_layer_selector``).
 
     With one platform in ``platform_ids``: a layer of its stack, by index or
-    digest. Otherwise a digest (or unique hex prefix) anywhere in the index;
-    an index then needs that one platform.
+    digest, as ``ls`` reads it. Otherwise a digest (or unique hex prefix)
+    anywhere in the index; an index then needs that one platform.
     """
     conn = _conn(db)
     if platform_ids is not None and len(platform_ids) == 1:
@@ -237,8 +237,7 @@ def _resolve_layer(db, text: str | int, platform_ids: Sequence[int] | None = Non
             "WHERE pl.platform_id = ? ORDER BY pl.position",
             list(platform_ids),
         ).fetchall()
-        if parse_layer_selector(text, len(stack)).index is not None:
-            return select_layer(stack, text, digest=lambda row: row[1])[0]
+        return select_layer(stack, text, digest=lambda row: row[1])[0]
     selector = parse_layer_selector(text)
     if selector.index is not None:
         raise UsageError(f"layer {selector.text} is an index, which needs the search narrowed to one image "
@@ -618,7 +617,7 @@ def list_files(
     missing = [s for s in stack if s[3] != "indexed"]
     if missing:
         which = ", ".join(f"{s[0]} ({s[3]})" for s in missing)
-        raise UsageError(f"layer(s) {which} of that image are not indexed: run `layerslayer index` again")
+        raise UsageError(f"layer(s) {which} of that image are not indexed: run Index.add again")
     prefix = None
     if path is not None:
         prefix = path.strip("/")

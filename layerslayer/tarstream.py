@@ -61,7 +61,6 @@ from .oci import is_opaque_marker, is_whiteout
 
 __all__ = [
     "Entry",
-    "TarError",
     "TarReader",
     "iter_entries",
     "normalize_path",

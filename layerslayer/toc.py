@@ -8,7 +8,7 @@ footer, then the TOC: ~1-2 % of the blob) instead of streaming all of it.
 those bytes of the blob (the indexer passes ``RegistryClient.get_blob_range``
 bound to a repository and digest).
 
-Errors: :class:`TocError` (a :class:`~layerslayer.tarstream.TarError`) for
+Errors: :class:`TocError` (a :class:`~layerslayer.errors.TarError`) for
 a footer/TOC we cannot read, :class:`~layerslayer.errors.VerificationError`
 when the TOC does not match the digest its annotation promises. Either way
 the layer can still be listed by streaming it (the blob digest then vouches
@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from .decompress import decompress
+from .errors import TarError
 from .oci import (
     DIGEST_ALGORITHMS,
     ESTARGZ_TOC_DIGEST,
@@ -40,7 +41,7 @@ from .oci import (
 )
 from .oci import ZSTD_CHUNKED_OLD_CHECKSUM as _OLD_ZSTD_CHECKSUM
 from .oci import ZSTD_CHUNKED_OLD_POSITION as _OLD_ZSTD_POSITION
-from .tarstream import Entry, TarError, TarReader, normalize_path
+from .tarstream import Entry, TarReader, normalize_path
 from .verify import Digester, check_bytes
 
 __all__ = [

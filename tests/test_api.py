@@ -208,6 +208,9 @@ def test_advice_in_errors_and_reports_names_arguments_not_flags(demo, tmp_path):
     ("keep_values and scan=False exclude each other", "--keep-values and --no-scan exclude each other"),
     ("No layerslayer index at a.db (create one with Index.add)", "No layerslayer index at a.db (create one with `layerslayer index`)"),
     ("upgrade it with Index('my index.db').upgrade()", "upgrade it with `layerslayer index my index.db --upgrade`"),
+    ("no indexed image matches 'x' (Index.images() lists them)", "no indexed image matches 'x' (`layerslayer images DB` lists them)"),
+    ("layer(s) 1 of that image are not indexed: run Index.add again", "layer(s) 1 of that image are not indexed: run `layerslayer index` again"),
+    ("the index comes first: Index('DB.db').add(IMAGE, ...); to create", "the index comes first: `layerslayer index DB.db IMAGE...`; to create"),
     ("no platform linux/arm64 (force it? no)", "no platform linux/arm64 (force it? no)"),   # other words stay
 ])
 def test_the_commands_say_the_advice_with_their_flags(library, command):

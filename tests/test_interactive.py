@@ -240,7 +240,7 @@ def test_build_steps_layers_and_listing(registry, unique_repo, tmp_path):
 
 
 def human(size):
-    from layerslayer.image import human_size
+    from layerslayer.display import human_size
 
     return human_size(size)
 

@@ -18,7 +18,7 @@ from harness.builder import compress, file, layer, push_image
 from layerslayer import seekable
 from layerslayer.cli import cli
 from layerslayer.decompress import decompress
-from layerslayer.tarstream import TarError
+from layerslayer.errors import TarError
 
 SPAN = 1 << 20
 

@@ -216,6 +216,19 @@ def test_ls_and_find_read_layer_selectors_alike(three_layers):
     assert "there is no layer 7" in run("ls", img.db, img.ref, "--layer", "7").stderr
 
 
+def test_find_in_one_image_reads_a_digest_in_that_image_as_ls_does(registry, tmp_path):
+    "With --image, find --layer names a layer of that image's stack, as ls does, not any layer of the index."
+    mine = push_image(registry, "t/selectors-mine:v1", layers=[layer({"mine.txt": "m\n"})])
+    other = push_image(registry, "t/selectors-other:v1", layers=[layer({"other.txt": "o\n"})])
+    db = tmp_path / "i.db"
+    assert run("index", db, mine.ref, other.ref).exit_code == 0
+    elsewhere = other.layers[0].digest[:19]
+    listed = run("ls", db, mine.ref, "--layer", elsewhere)
+    found = run("find", db, "*", "--image", mine.ref, "--layer", elsewhere)
+    assert listed.exit_code == found.exit_code == 2, (listed.output, found.output)
+    assert listed.stderr.splitlines()[-1] == found.stderr.splitlines()[-1], (listed.stderr, found.stderr)
+
+
 def test_save_and_extract_read_layer_selectors_alike(three_layers, tmp_path):
     img = three_layers
     hex_part = img.middle.digest.partition(":")[2]

@@ -17,8 +17,8 @@ from harness.lazy_layers import (
 )
 
 from layerslayer import toc as toc_module
-from layerslayer.errors import LayerslayerError, VerificationError
-from layerslayer.tarstream import TarError, iter_entries
+from layerslayer.errors import LayerslayerError, TarError, VerificationError
+from layerslayer.tarstream import iter_entries
 from layerslayer.toc import TocError, list_estargz, list_toc, list_zstd_chunked, toc_kind
 
 MTIME = 1_700_000_000
