@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pexpect
@@ -645,9 +644,8 @@ def test_ctrl_c_mid_download_leaves_no_partial_file(fault_proxy, unique_repo, tm
         child.expect_exact(LAYER_PROMPT)
         child.sendline("0")
     wait_until(lambda: fault_proxy.bytes_served(blob) >= big.size // 2, 20, what="half the layer served")
-    time.sleep(0.3)  # for the client to write what it received
-    parts = [p for p in files_under(out) if p.name.endswith(".part")]
-    assert parts, f"the download should be under way: {transcript}"
+    wait_until(lambda: any(p.name.endswith(".part") for p in files_under(out)), 20,
+               what=f"the download under way, in a .part file: {transcript}")
     child.sendintr()
     child.expect_exact("Interrupted.")
     assert finish(child) == 130, str(transcript)
