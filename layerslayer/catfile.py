@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import re
 import shutil
 import tempfile
 import time
@@ -31,7 +30,7 @@ from .extraction import (
     plan_from_index,
     toc_entries,
 )
-from .patterns import Pattern, compile_patterns, parse_pattern
+from .patterns import Pattern, compile_patterns, escape, parse_pattern
 from .registry import RegistryClient
 from .safetree import DEFAULT_MAX_OUTPUT, OutputCapReached, Refused, RefusedEntry, SafeTree, WrittenEntry
 
@@ -145,7 +144,7 @@ def cat_file(
 
 def _exact_pattern(path: str) -> Pattern:
     "A pattern matching exactly this image path (glob characters put in sets)."
-    return parse_pattern("/" + re.sub(r"([*?\[])", r"[\1]", path))
+    return parse_pattern("/" + escape(path))
 
 
 class _CappedOut:

@@ -162,23 +162,6 @@ def extract_command(reference: str, position: int, pattern: str = "*", platform:
     return shlex.join(parts)
 
 
-def exact_pattern(path: str) -> str:
-    """A pattern (``find``/``extract`` rules) that matches exactly this index
-    path: ``/`` in front (path mode), ``*``, ``?`` and ``[`` as ``[*]``, ``[?]``,
-    ``[[]``; a byte that is not UTF-8 (surrogateescape) or a control character
-    as ``?`` (one character), so that the command is printable text, safe to
-    paste into a terminal."""
-    out = ["/"]
-    for char in path:
-        if char in "*?[":
-            out.append(f"[{char}]")
-        elif not char.isprintable() and char != " ":
-            out.append("?")
-        else:
-            out.append(char)
-    return "".join(out)
-
-
 def save_all_command(reference: str, platform: str | None = None) -> str:
     "``layerslayer save REF [--platform P] --all``"
     parts = ["layerslayer", "save", reference]

@@ -75,6 +75,20 @@ class Pattern:
         return ("path" if self.path_mode else "name", "".join(out))
 
 
+def escape(path: str) -> str:
+    "``path`` as a glob that matches it literally: ``*``, ``?`` and ``[`` as ``[*]``, ``[?]``, ``[[]``."
+    return re.sub(r"([*?\[])", r"[\1]", path)
+
+
+def exact_pattern(path: str) -> str:
+    """A pattern (``find``/``extract`` rules) for a command line that matches
+    exactly this index path: ``/`` in front (path mode), glob characters
+    escaped; a byte that is not UTF-8 (surrogateescape) or a control character
+    as ``?`` (one character), so that the command is printable text, safe to
+    paste into a terminal."""
+    return "/" + "".join(c if c.isprintable() or c == " " else "?" for c in escape(path))
+
+
 def parse_pattern(text: str, ignore_case: bool = False) -> Pattern:
     "One pattern, normalised; ValueError for an empty one."
     path_mode = "/" in text

@@ -9,7 +9,7 @@ import functools
 import re
 import sqlite3
 
-from .. import display, oci
+from .. import display, oci, patterns
 from ..globplan import plan_pattern
 from ..patterns import compile_patterns
 from ..query import preset_patterns
@@ -131,7 +131,7 @@ def ghost_extract_command(registry, repository, tag, digest, media_type, platfor
     if not (registry and repository and digest and isinstance(path, str)) or position is None:
         return None
     reference = display.pinned_reference(registry, repository, tag, digest)
-    pattern = display.exact_pattern(path_from_row(path, path_bytes))
+    pattern = patterns.exact_pattern(path_from_row(path, path_bytes))
     chosen = platform if oci.is_index(media_type) else None
     command = display.extract_command(reference, int(position), pattern, chosen)
     return command if command.isprintable() else None  # nothing to paste that a terminal would act on
