@@ -11,7 +11,7 @@ import platform as host_platform
 import re
 from dataclasses import dataclass
 
-from .errors import InvalidReference
+from .errors import InvalidReference, UsageError
 from .oci import is_digest
 
 DOCKER_HUB = "registry-1.docker.io"
@@ -150,8 +150,6 @@ def parse_reference(text: str) -> Reference:
 
 def parse_platform(text: str) -> tuple[str, str, str | None]:
     "'linux/arm64/v8' -> ('linux', 'arm64', 'v8'); raise InvalidReference-style UsageError."
-    from .errors import UsageError
-
     parts = text.strip().split("/")
     if len(parts) not in (2, 3) or not all(parts):
         raise UsageError(f"invalid platform {text!r}: expected os/arch or os/arch/variant")
