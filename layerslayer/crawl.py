@@ -357,6 +357,7 @@ class _cluster:
         self.cluster = self.client = None
 
     def __enter__(self):
+        # Imported here, for start-up speed: dask and distributed load only when a crawl starts.
         import dask
         from distributed import Client, LocalCluster
 
