@@ -211,7 +211,7 @@ def _copy_layer(conn, source_id: int, digest: str, renames: list[tuple[int, str,
             "FROM entries e LEFT JOIN temp.bench_map m ON m.old = e.path_id WHERE e.layer_id = ? ORDER BY e.position",
             [layer_id, source_id],
         ).rowcount
-        fill_deletions = getattr(store, "_FILL_DELETIONS", None)
+        fill_deletions = getattr(store, "FILL_DELETIONS", None)
         if fill_deletions:  # the store's own statement, when its schema keeps a deletions table
             conn.execute(fill_deletions, [layer_id])
         conn.execute(

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .display import printable
 from .errors import AuthError
+from .reference import DOCKER_HUB, DOCKER_HUB_ALIASES
 
 log = logging.getLogger("layerslayer")
 
@@ -58,8 +59,6 @@ def _config_key_host(key: str) -> str:
 
 
 def _hosts_for(registry: str) -> set[str]:
-    from .reference import DOCKER_HUB, DOCKER_HUB_ALIASES
-
     if registry == DOCKER_HUB:
         return set(DOCKER_HUB_ALIASES)
     return {registry}

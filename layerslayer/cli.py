@@ -15,8 +15,8 @@ import click
 from click_default_group import DefaultGroup
 
 from . import __version__
-from .display import printable, spreadsheet_safe
-from .errors import LayerslayerError, cli_words
+from .display import human_size, printable, short_mtime, spreadsheet_safe
+from .errors import LayerslayerError, UsageError, cli_words
 from .options import ClientOptions
 from .selectors import LAYER_RULE, MIN_PREFIX, parse_layer_selector
 
@@ -573,7 +573,6 @@ def index(db, references, from_file, platform, all_platforms, all_tags, catalog,
 
 
 def _span(text: str) -> int:
-    from .errors import UsageError
     from .query import parse_size
 
     try:
@@ -757,8 +756,6 @@ def _explicit(value, name: str):
 
 
 def _echo_download(result) -> None:
-    from .display import human_size
-
     label = {"downloaded": "saved", "resumed": "resumed", "skipped": "skipped"}[result.status]
     note = "  (already saved, verified)" if result.skipped else ""
     click.echo(f"{label:<8} {printable(result.path)}  {human_size(result.size)}{note}")
@@ -776,7 +773,6 @@ def _echo_extract_report(report, out_dir) -> None:
     if report.modes_dropped:
         shown = ", ".join(printable(p) for p in report.modes_dropped[:3]) + (" ..." if len(report.modes_dropped) > 3 else "")
         click.echo(f"note: setuid/setgid bits dropped from {len(report.modes_dropped)} file(s) (--keep-modes keeps them): {shown}", err=True)
-    from .display import human_size
 
     matched = len(report.written) + len(report.refused)
     if matched:
@@ -832,7 +828,6 @@ def save(reference, platform, layers, all_layers, config, out_dir, fmt, client_o
         layerslayer save alpine:3.20 --all
         layerslayer save nginx:latest --layer -1 --config -o ./blobs
     """
-    from .display import human_size
     from .operations import save_image
 
     if fmt != "blobs" and (layers or config):
@@ -903,7 +898,6 @@ def export(db, patterns, digests, files, ignore_case, keep_modes, out_dir, fmt, 
         layerslayer export images.db --match '/app/.env' --files -o loot
         layerslayer export images.db --layer sha256:4abc...
     """
-    from .display import human_size
     from .operations import export_layers
 
     if not (patterns or digests):
@@ -1000,7 +994,6 @@ def extract(reference, patterns, platform, layer, out_dir, force, max_output, fo
         layerslayer extract nginx:latest '*.conf' -o nginx-conf
         layerslayer extract alpine:3.20 /etc/alpine-release --stdout
     """
-    from .errors import UsageError
     from .operations import extract_image
     from .outdir import OutputDirError
     from .patterns import parse_pattern
@@ -1085,7 +1078,6 @@ def cat(reference, path, platform, layer, db_path, verify, client_options):
         layerslayer cat alpine:3.20 /etc/os-release
         layerslayer cat python:3.12 /usr/share/man/man1/python3.12.1 --db images.db | man -l -
     """
-    from .errors import UsageError
     from .operations import extract_image
 
     def message(text: str) -> None:
@@ -1098,7 +1090,6 @@ def cat(reference, path, platform, layer, db_path, verify, client_options):
         )
     except UsageError as error:
         raise click.UsageError(said(error))
-    from .display import printable
 
     for refused in report.refused:
         click.echo(f"Error: {said(refused.reason)}", err=True)
@@ -1178,8 +1169,6 @@ def _echo_table(headers: list[str], rows: list[list[str]]) -> None:
 
 
 def _hit_cells(hit, with_image: bool = True) -> list[str]:
-    from .display import human_size, printable, short_mtime
-
     path = printable(hit.path)
     if hit.type == "symlink":
         path += f" -> {printable(hit.linkname)}"
@@ -1502,7 +1491,6 @@ def images(db, as_json):
     Exit status: 0 images listed, 1 the index is empty (--json prints []),
     2 DB is not a layerslayer index.
     """
-    from .display import human_size
     from .query import list_images
 
     database = _open_index(db)

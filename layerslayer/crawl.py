@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import secretscan, seekable, store
+from .display import human_size
 from .errors import LayerslayerError, UsageError
 from .indexer import IndexSummary, LayerJob, ScanPlan, check_index_choices, index_layer, load_image, record_image, record_platform
 from .merge import merge_index
@@ -199,8 +200,6 @@ class CrawlStatus:
         return left * self.elapsed / self.bytes_done_queued
 
     def as_line(self) -> str:
-        from .display import human_size
-
         eta = self.eta()
         parts = [
             f"images {self.images_done}/{self.images_total} ({self.images_done / self.elapsed:.1f}/s)",
@@ -358,6 +357,7 @@ class _cluster:
         self.cluster = self.client = None
 
     def __enter__(self):
+        # Imported here, for start-up speed: dask and distributed load only when a crawl starts.
         import dask
         from distributed import Client, LocalCluster
 

@@ -54,21 +54,23 @@ from .patterns import Pattern, compile_patterns, parse_pattern
 from .presets import get_preset
 from .query import (
     Hit,
-    _conn,
-    _no_gc,
-    _platform_condition,
-    _resolve_images,
-    _resolve_layer,
-    _Status,
-    _tops,
-    _without_gc,
+    StatusReader,
+    connection,
+    no_gc,
     parse_size,
+    platform_condition,
+    resolve_images,
+    resolve_layer,
+    top_positions,
+    without_gc,
 )
 from .store import path_from_row
 
-__all__ = ["FIELDS", "FindQuery", "LayerMatch", "find", "count", "layers_matching"]
+__all__ = ["BATCH_ROWS", "FIELDS", "FindQuery", "LayerMatch", "find", "count", "layers_matching"]
 
-_BATCH = 4000
+# Matches worked out at a time (statuses, then entry columns) when --limit
+# may stop early or the caller streams.
+BATCH_ROWS = 4000
 
 FIELDS = tuple(Hit("", "", "", 0, "", "", "file", 0, 0, 0, 0, "", "", 0, "", 0, 0).as_dict())
 
@@ -150,7 +152,7 @@ class FindQuery:
             raise UsageError(f"source must be one of {', '.join(self.SOURCES)}, not {source!r}")
         self.source = source
         self.db = db
-        self.conn = _conn(db)
+        self.conn = connection(db)
         parsed: list[Pattern] = []
         typed: list[Pattern] = []
         preset_parts: list[tuple[list[Pattern], list[Pattern]]] = []
@@ -200,10 +202,10 @@ class FindQuery:
             raise UsageError("limit must be 0 or more")
         self.limit = limit
         # Scope
-        self.image_ids = _resolve_images(db, images) if images else None
+        self.image_ids = resolve_images(db, images) if images else None
         self.platform = platform
         self.platform_ids = self._platforms() if (images or platform) else None
-        self.layer_id = _resolve_layer(db, layer, self.platform_ids) if layer not in (None, "") else None
+        self.layer_id = resolve_layer(db, layer, self.platform_ids) if layer not in (None, "") else None
         self._ids: list[int] | None = None
         self._paths: dict[int, str] = {}          # path id → real path, of the matches
         self._source: tuple | None = None
@@ -217,7 +219,7 @@ class FindQuery:
             where.append(f"pf.image_id IN ({','.join('?' * len(self.image_ids))})")
             params += self.image_ids
         if self.platform:
-            cond, more = _platform_condition(self.platform)
+            cond, more = platform_condition(self.platform)
             where.append(cond)
             params += more
         ids = [r[0] for r in self.conn.execute(f"SELECT pf.id FROM platforms pf WHERE {' AND '.join(where)}", params)]
@@ -401,17 +403,17 @@ class FindQuery:
         """(row, status) of each match kept by --deleted / --visible, in order,
         up to --limit; statuses are worked out ``step`` rows at a time."""
         rows = self._rows(full)
-        status = _Status(self.conn)
+        status = StatusReader(self.conn)
         # Without a type, size or layer filter the rows hold every entry of
         # their paths in their platforms: the top entry of each is among them.
         complete = not (self.types or self.min_size is not None or self.max_size is not None or self.layer_id is not None)
-        tops = _tops(rows) if complete else None
+        tops = top_positions(rows) if complete else None
         produced = 0
         limit = self.limit
         filtering = self.deleted or self.visible
         # In one go, unless --limit may stop early (or the caller streams).
         if step is None:
-            step = _BATCH if limit is not None else max(len(rows), 1)
+            step = BATCH_ROWS if limit is not None else max(len(rows), 1)
         for start in range(0, len(rows), step):
             chunk = rows[start : start + step]
             if limit is not None and not filtering:
@@ -452,13 +454,13 @@ class FindQuery:
         # Without --limit every row is wanted: its entry columns come with it
         # in one pass. With --limit they are read for the rows kept only.
         full = self.limit is None and not lean
-        selected = self._selected(full, _BATCH * 10 if lean and self.limit is None else None)
+        selected = self._selected(full, BATCH_ROWS * 10 if lean and self.limit is None else None)
         platforms = self._platforms_seen
         paths = self._paths
         types = ENTRY_TYPES
         digests: dict[int, str] = {}
         while True:
-            batch = list(itertools.islice(selected, _BATCH))
+            batch = list(itertools.islice(selected, BATCH_ROWS))
             if not batch:
                 return
             entries = None if full else self._entries((row[2], row[3]) for row, _ in batch)
@@ -477,7 +479,7 @@ class FindQuery:
 
     def hits(self) -> list[Hit]:
         "Every matching row (as :meth:`iter_hits`), built in one go."
-        with _no_gc():
+        with no_gc():
             return list(self.iter_hits())
 
     def count(self) -> int:
@@ -485,7 +487,7 @@ class FindQuery:
         if self._no_rows():
             return 0
         if self.deleted or self.visible:
-            with _no_gc():
+            with no_gc():
                 return sum(1 for _ in self._selected())
         sql, params = self._sql("count(*)")
         n = self.conn.execute(sql, params).fetchone()[0]
@@ -559,7 +561,7 @@ class LayerMatch:
         return getattr(self, key, default)
 
 
-@_without_gc
+@without_gc
 def layers_matching(
     db,
     patterns: Sequence[str | Pattern],

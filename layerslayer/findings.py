@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from .errors import UsageError
+from .query import resolve_images
 
 __all__ = ["Location", "Secret", "list_secrets", "scanned_anything", "STATES"]
 
@@ -68,8 +69,6 @@ def list_secrets(db, *, images: Sequence[str] = (), detectors: Sequence[str] = (
     ``state`` is ``visible``, ``ghost`` or ``hidden``. Counts, states and
     locations are over the whole index (a secret of the image asked for
     that other images hold too says so)."""
-    from .query import _resolve_images
-
     if state is not None and state not in STATES:
         raise UsageError(f"state must be one of {', '.join(STATES)}, not {state!r}")
     # Imported here, for start-up speed: it compiles every detector.
@@ -80,7 +79,7 @@ def list_secrets(db, *, images: Sequence[str] = (), detectors: Sequence[str] = (
         raise UsageError(f"unknown detector {unknown[0]!r} (detectors: {', '.join(DETECTORS)})")
     conditions, params = [], []
     if images:
-        ids = _resolve_images(db, images)
+        ids = resolve_images(db, images)
         conditions.append(
             f"fingerprint IN (SELECT fingerprint FROM finding_locations WHERE image_id IN ({','.join('?' * len(ids))}))"
         )

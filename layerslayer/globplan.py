@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 from .patterns import Pattern, glob_tokens, parse_pattern
 
-__all__ = ["PathPlan", "plan_pattern"]
+__all__ = ["PathPlan", "plan_pattern", "successor"]
 
 
 # Letters that Python's re.IGNORECASE (the -i of patterns.py) equates with a
@@ -56,7 +56,7 @@ def _is_surrogate(c: str) -> bool:
     return "\udc80" <= c <= "\udcff"
 
 
-def _successor(text: str) -> str | None:
+def successor(text: str) -> str | None:
     "The smallest string greater than every string starting with ``text`` (None: no bound)."
     while text:
         last = ord(text[-1])
@@ -212,13 +212,13 @@ def plan_pattern(pattern: Pattern | str, ignore_case: bool = False) -> PathPlan:
     tail_fts = any(len(r) >= 3 for r in tail_runs)
     if prefix and not tail_fts or (prefix and not fts):
         if not ic:
-            hi = _successor(prefix)
+            hi = successor(prefix)
             cond = f"{col} >= ?" + (f" AND {col} < ?" if hi is not None else "")
             params = (prefix, hi) if hi is not None else (prefix,)
             return PathPlan(p, "prefix", f"{_SELECT_PATHS} WHERE {cond}", params, f"{col} range from {prefix!r}")
         if not p.path_mode and _nocase_safe(prefix):
             lo = _ascii_lower(prefix)
-            hi = _successor(lo)
+            hi = successor(lo)
             cond = "name >= ? COLLATE NOCASE" + (" AND name < ? COLLATE NOCASE" if hi is not None else "")
             params = (lo, hi) if hi is not None else (lo,)
             return PathPlan(p, "prefix-i", f"{_SELECT_PATHS} WHERE {cond}", params, f"name range from {lo!r} COLLATE NOCASE")

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from .display import human_size, printable
 from .errors import NotFound, RegistryError, UsageError
 from .oci import INDEX_TYPES, MANIFEST_TYPES, OCI_INDEX, SCHEMA1_TYPES, is_attestation, is_digest, is_foreign
-from .reference import Reference
+from .options import ClientOptions
+from .reference import Reference, parse_reference
 from .registry import Manifest, RegistryClient, load_json
 from .selectors import choose_platform, platform_matches
 
@@ -403,8 +404,6 @@ class InspectReport:
 
 def _config_lines(runtime: dict) -> list[str]:
     "The runtime config for `inspect`, every value escaped (configs are untrusted text)."
-    from .display import printable
-
     def text(value) -> str:
         return printable(value if isinstance(value, str) else json.dumps(value, ensure_ascii=False))
 
@@ -429,9 +428,6 @@ def _config_lines(runtime: dict) -> list[str]:
 
 def inspect_image(reference: str, *, platform: str | None = None, options=None) -> InspectReport:
     "Everything `layerslayer inspect` shows, as data."
-    from .options import ClientOptions
-    from .reference import parse_reference
-
     ref = parse_reference(reference)
     client = (options or ClientOptions()).client(ref)
     resolved, image = open_image(client, ref, platform)

@@ -12,7 +12,7 @@ import sqlite3
 
 from .errors import LayerslayerError
 from .migrations import migrations
-from .store import _FILL_DELETIONS, NotAnIndex, _write
+from .store import FILL_DELETIONS, NotAnIndex, write_transaction
 
 __all__ = ["MergeError", "merge_index"]
 
@@ -88,7 +88,7 @@ def merge_index(db, shard_path) -> dict[str, int]:
             )
         conn.execute("PRAGMA foreign_keys = OFF")  # every row below comes from a join with its parents
         try:
-            with _write(db):
+            with write_transaction(db):
                 counts = _merge_attached(conn, shard_tables)
         finally:
             conn.execute("PRAGMA foreign_keys = ON")
@@ -205,7 +205,7 @@ def _merge_attached(conn: sqlite3.Connection, shard_tables: dict[str, str]) -> d
     ).rowcount
     copied = [r[0] for r in conn.execute("SELECT new FROM temp.merge_copy")]
     for layer_id in copied:
-        conn.execute(_FILL_DELETIONS, [layer_id])
+        conn.execute(FILL_DELETIONS, [layer_id])
     conn.execute(
         "UPDATE layers SET status = 'indexed', entries = s.entries, listed_via = s.listed_via, bytes_read = s.bytes_read, "
         "indexed_at = s.indexed_at, error = NULL, note = s.note, scanned = s.scanned "

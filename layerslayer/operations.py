@@ -192,7 +192,7 @@ def export_layers(
     holding one of those layers, whole, in that format (see :func:`export_images`)."""
     # The index modules load here, not with the module: start-up speed of ``save``.
     from .find import LayerMatch, layers_matching
-    from .query import _resolve_layer
+    from .query import resolve_layer
     from .store import images_with_layer, layer_sources, open_db
 
     if files and not patterns:
@@ -205,7 +205,7 @@ def export_layers(
         if patterns:
             selected = list(layers_matching(db, patterns, ignore_case=ignore_case))
         for text in digests:
-            layer_id = _resolve_layer(db, text)
+            layer_id = resolve_layer(db, text)
             row = db.execute("SELECT digest, media_type, size FROM layers WHERE id = ?", [layer_id]).fetchone()
             if row[0] not in {layer.digest for layer in selected}:
                 selected.append(LayerMatch(row[0], row[1], row[2], 0, 0, 0))

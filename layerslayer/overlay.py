@@ -3,7 +3,7 @@
 One home for the whiteout and opaque-directory rules (OCI image-spec
 ``layer.md``, as containerd and moby apply them). ``ls`` (merged), ``find``'s
 deleted / visible status and the interactive flow use these functions; the
-``deletions`` table (``store._FILL_DELETIONS``) and the ``ghost_files`` /
+``deletions`` table (``store.FILL_DELETIONS``) and the ``ghost_files`` /
 ``visible_files`` views are the same rules in SQL, for speed and for Datasette
 users, and ``tests/test_overlay.py`` checks them against this module on random
 layer stacks.

@@ -25,22 +25,25 @@ import gc
 import json
 import re
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TypeVar
 
 from . import overlay
 from .display import mode_string
 from .errors import UsageError
-from .globplan import _successor
+from .globplan import successor
 from .oci import DIGEST_ALGORITHMS, ENTRY_TYPES, OPAQUE, WHITEOUT
 from .presets import get_preset
+from .reference import DOCKER_HUB, DOCKER_HUB_ALIASES, looks_like_domain, parse_platform
 from .selectors import choose_platform, parse_layer_selector, select_layer
 from .store import path_from_row, path_text
 
 __all__ = [
     "UnknownImage", "Hit", "ImageSummary", "PlatformSummary", "list_files", "list_images", "match_images",
-    "parse_size", "preset_patterns",
+    "parse_size", "preset_patterns", "DELETER_KEYS_MAX", "DELETERS_PER_PATH", "StatusReader", "connection",
+    "no_gc", "platform_condition", "resolve_images", "resolve_layer", "top_positions", "without_gc",
 ]
 
 
@@ -51,26 +54,30 @@ class UnknownImage(UsageError):
 # Up to this many deleting entries (whiteouts, opaque markers, files over
 # directories) in the layers involved (or 5 per path found, if more), all of
 # them are loaded; beyond, only those at paths that could delete a match.
-_DELETER_KEYS_MAX = 2_000
-_DELETERS_PER_PATH = 5
+DELETER_KEYS_MAX = 2_000
+DELETERS_PER_PATH = 5
 
 
-def _conn(db) -> sqlite3.Connection:
+def connection(db) -> sqlite3.Connection:
+    "The sqlite3 connection of ``db`` (an ``open_db()`` database or a connection)."
     return getattr(db, "conn", db)
 
 
-def _without_gc(fn):
-    "Decorator: run ``fn`` under :func:`_no_gc`."
+_Result = TypeVar("_Result")
+
+
+def without_gc(fn: Callable[..., _Result]) -> Callable[..., _Result]:
+    "Decorator: run ``fn`` under :func:`no_gc`."
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        with _no_gc():
+        with no_gc():
             return fn(*args, **kwargs)
 
     return wrapper
 
 
 @contextmanager
-def _no_gc():
+def no_gc() -> Iterator[None]:
     """Pause the cyclic garbage collector while a result is built: the rows
     are plain tuples and slotted objects (no cycles; reference counting frees
     them), and collections triggered by allocating tens of thousands of them
@@ -116,12 +123,6 @@ def preset_patterns(name: str) -> list[str]:
 # Images, platforms, layers: what --image / --platform / --layer select
 
 
-def _looks_like_domain(component: str) -> bool:
-    from .reference import _looks_like_domain as looks
-
-    return looks(component)
-
-
 _HEX = re.compile(r"^[0-9a-f]+$")
 
 
@@ -146,9 +147,7 @@ def _digest_condition(column: str, prefix: str) -> tuple[str, list]:
 
 def match_images(db, spec: str) -> list[int]:
     "Ids of the indexed images ``spec`` names (see the module docstring); [] if none."
-    from .reference import DOCKER_HUB, DOCKER_HUB_ALIASES
-
-    conn = _conn(db)
+    conn = connection(db)
     spec = spec.strip()
     if not spec:
         return []
@@ -172,7 +171,7 @@ def match_images(db, spec: str) -> list[int]:
         name, _, tag = name.rpartition(":")
     first, sep, rest = name.partition("/")
     where, params = [], []
-    if sep and _looks_like_domain(first):
+    if sep and looks_like_domain(first):
         registry = DOCKER_HUB if first in DOCKER_HUB_ALIASES else first
         repos = [rest, f"library/{rest}"] if registry == DOCKER_HUB and "/" not in rest else [rest]
         where.append("i.registry = ?")
@@ -197,7 +196,8 @@ def match_images(db, spec: str) -> list[int]:
     return [r[0] for r in rows]
 
 
-def _resolve_images(db, specs: Sequence[str]) -> list[int]:
+def resolve_images(db, specs: Sequence[str]) -> list[int]:
+    "Ids of the images ``specs`` name, in order, once each; UnknownImage for a spec that names none."
     ids: list[int] = []
     for spec in specs:
         found = match_images(db, spec)
@@ -207,12 +207,10 @@ def _resolve_images(db, specs: Sequence[str]) -> list[int]:
     return ids
 
 
-def _platform_condition(wanted: str) -> tuple[str, list]:
+def platform_condition(wanted: str) -> tuple[str, list]:
     """SQL over ``platforms pf`` true where ``selectors.platform_matches(pf.platform, wanted)`` is:
     the columns read as the platform string spells them (an empty os or
     architecture is ``unknown``, an empty variant none)."""
-    from .reference import parse_platform
-
     os_name, arch, variant = parse_platform(wanted)
     cond = "coalesce(nullif(pf.os, ''), 'unknown') = ? AND coalesce(nullif(pf.architecture, ''), 'unknown') = ?"
     params: list = [os_name, arch]
@@ -223,14 +221,14 @@ def _platform_condition(wanted: str) -> tuple[str, list]:
     return f"(({cond}) OR pf.platform = ?)", params + [wanted]
 
 
-def _resolve_layer(db, text: str | int, platform_ids: Sequence[int] | None = None) -> int:
+def resolve_layer(db, text: str | int, platform_ids: Sequence[int] | None = None) -> int:
     """The id of the indexed layer ``text`` selects (``selectors.parse_layer_selector``).
 
     With one platform in ``platform_ids``: a layer of its stack, by index or
     digest, as ``ls`` reads it. Otherwise a digest (or unique hex prefix)
     anywhere in the index; an index then needs that one platform.
     """
-    conn = _conn(db)
+    conn = connection(db)
     if platform_ids is not None and len(platform_ids) == 1:
         stack = conn.execute(
             "SELECT l.id, l.digest FROM platform_layers pl JOIN layers l ON l.id = pl.layer_id "
@@ -354,7 +352,7 @@ def _hit(row) -> Hit:
 # Deleted / visible
 
 
-def _tops(rows: Iterable[tuple]) -> dict[tuple[int, int], tuple[int, int]]:
+def top_positions(rows: Iterable[tuple]) -> dict[tuple[int, int], tuple[int, int]]:
     "(platform, path id) → the highest (layer index, position) among ``rows``."
     tops: dict[tuple[int, int], tuple[int, int]] = {}
     get = tops.get
@@ -367,7 +365,7 @@ def _tops(rows: Iterable[tuple]) -> dict[tuple[int, int], tuple[int, int]]:
     return tops
 
 
-class _Status:
+class StatusReader:
     """Deleted / visible for rows ``(platform_id, layer_index, layer_id,
     position, path_id)`` (read-only; caches across calls of one query)."""
 
@@ -458,7 +456,7 @@ class _Status:
         todo = sorted(layer_ids - self.layers_loaded)
         if not todo:
             return
-        most = max(_DELETER_KEYS_MAX, _DELETERS_PER_PATH * len(paths))
+        most = max(DELETER_KEYS_MAX, DELETERS_PER_PATH * len(paths))
         found = self.conn.execute(
             "SELECT e.whiteout, p.path, p.path_bytes, e.layer_id, e.position FROM json_each(?) j "
             "CROSS JOIN entries e ON e.layer_id = j.value AND e.whiteout > 0 "
@@ -493,7 +491,7 @@ class _Status:
         ``(platform_id, layer_index, layer_id, position, path_id, ...)`` of
         non-marker entries; ``paths`` maps their path ids to real paths.
         ``tops`` ((platform, path id) → top (layer index, position)) may come
-        from :func:`_tops` when the caller holds every entry of those paths."""
+        from :func:`top_positions` when the caller holds every entry of those paths."""
         if not rows:
             return []
         self._load_stacks(r[0] for r in rows)
@@ -553,10 +551,10 @@ class _Status:
 
 
 def _choose_image(db, ref: str) -> int:
-    ids = _resolve_images(db, [ref])
+    ids = resolve_images(db, [ref])
     if len(ids) == 1:
         return ids[0]
-    rows = _conn(db).execute(
+    rows = connection(db).execute(
         f"SELECT id, registry, repository, tag, reference, indexed_at FROM images WHERE id IN ({','.join('?' * len(ids))}) "
         "ORDER BY indexed_at DESC, id DESC",
         ids,
@@ -570,7 +568,7 @@ def _choose_image(db, ref: str) -> int:
 
 def _choose_platform(db, image_id: int, wanted: str | None) -> tuple[int, str]:
     "(id, platform) of the image's platform to list: ``selectors.choose_platform`` over the indexed ones."
-    rows = _conn(db).execute(
+    rows = connection(db).execute(
         "SELECT id, platform FROM platforms WHERE image_id = ? AND attestation = 0 ORDER BY id", [image_id]
     ).fetchall()
     if not rows:
@@ -581,7 +579,7 @@ def _choose_platform(db, image_id: int, wanted: str | None) -> tuple[int, str]:
     return rows[chosen]
 
 
-@_without_gc
+@without_gc
 def list_files(
     db,
     ref: str,
@@ -604,7 +602,7 @@ def list_files(
     opaque directories honoured, the top entry of each path kept. Raises
     UnknownImage / UsageError for a bad REF, platform or layer.
     """
-    conn = _conn(db)
+    conn = connection(db)
     image_id = _choose_image(db, ref)
     platform_id, _ = _choose_platform(db, image_id, platform)
     stack = conn.execute(
@@ -628,7 +626,7 @@ def list_files(
     if prefix is not None:
         display = path_text(prefix)[0]
         path_cond = "(p.path = ? OR (p.path >= ? AND p.path < ?))"
-        params = [display, display + "/", _successor(display + "/")]
+        params = [display, display + "/", successor(display + "/")]
     if layer is None and path_cond:
         # Merged: deleting entries anywhere in the stack matter too.
         path_cond = f"(e.whiteout > 0 OR {path_cond})"
@@ -643,7 +641,7 @@ def list_files(
         per_layer.append((position, [_hit(r) for r in conn.execute(sql, [platform_id, position, layer_id, *params])]))
     if layer is not None:
         hits = per_layer[0][1]
-        _Status(conn).annotate(hits)
+        StatusReader(conn).annotate(hits)
         hits.sort(key=lambda h: h.path)
     else:
         hits = _merge(per_layer, prefix)
@@ -743,7 +741,7 @@ class ImageSummary:
 
 def list_images(db) -> list[ImageSummary]:
     "Every indexed image with its platforms (attestations left out), by reference."
-    conn = _conn(db)
+    conn = connection(db)
     platforms: dict[int, list[PlatformSummary]] = {}
     for image_id, *values in conn.execute(
         "SELECT pf.image_id, pf.platform, pf.manifest_digest, pf.config_digest, pf.created, "

@@ -11,7 +11,7 @@ import platform as host_platform
 import re
 from dataclasses import dataclass
 
-from .errors import InvalidReference
+from .errors import InvalidReference, UsageError
 from .oci import is_digest
 
 DOCKER_HUB = "registry-1.docker.io"
@@ -72,7 +72,8 @@ class Reference:
         return Reference(self.registry, self.repository, tag, None)
 
 
-def _looks_like_domain(component: str) -> bool:
+def looks_like_domain(component: str) -> bool:
+    "Whether a reference's first component names a registry host rather than a repository."
     # docker's rule: a first component is a registry host when it has a dot
     # or a port, is "localhost", or has upper case (repositories cannot).
     return (
@@ -116,7 +117,7 @@ def parse_reference(text: str) -> Reference:
         raise bad("the repository name is empty")
 
     first, sep, rest = text.partition("/")
-    if sep and _looks_like_domain(first):
+    if sep and looks_like_domain(first):
         registry = first
         repository = rest
         if not _DOMAIN.match(registry):
@@ -149,8 +150,6 @@ def parse_reference(text: str) -> Reference:
 
 def parse_platform(text: str) -> tuple[str, str, str | None]:
     "'linux/arm64/v8' -> ('linux', 'arm64', 'v8'); raise InvalidReference-style UsageError."
-    from .errors import UsageError
-
     parts = text.strip().split("/")
     if len(parts) not in (2, 3) or not all(parts):
         raise UsageError(f"invalid platform {text!r}: expected os/arch or os/arch/variant")

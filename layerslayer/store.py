@@ -64,6 +64,8 @@ __all__ = [
     "replace_layer_findings",
     "layer_scanned",
     "count_findings",
+    "write_transaction",
+    "FILL_DELETIONS",
 ]
 
 BUSY_TIMEOUT_MS = 30_000
@@ -315,7 +317,7 @@ def _apply_migrations(db: sqlite_utils.Database) -> None:
 
 
 @contextmanager
-def _write(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
+def write_transaction(db: sqlite_utils.Database) -> Iterator[sqlite3.Connection]:
     """One ``BEGIN IMMEDIATE`` transaction (or a savepoint inside the caller's)."""
     conn = db.conn
     if conn.in_transaction:
@@ -387,7 +389,7 @@ def upsert_image(db, ref, digest: str, media_type: str | None) -> int:
     repository = ref.repository
     tag = getattr(ref, "tag", None)
     display = getattr(ref, "short", None) or getattr(ref, "display", None) or str(ref)
-    with _write(db) as conn:
+    with write_transaction(db) as conn:
         row = conn.execute(
             "SELECT id FROM images WHERE registry = ? AND repository = ? "
             "AND tag IS ? AND digest = ?",
@@ -435,7 +437,7 @@ def upsert_platform(db, image_id: int, platform, platform_image=None) -> int:
         "created": created,
         "attestation": attestation,
     }
-    with _write(db) as conn:
+    with write_transaction(db) as conn:
         row = conn.execute(
             "SELECT id FROM platforms WHERE image_id = ? AND manifest_digest = ?",
             [image_id, manifest_digest],
@@ -476,7 +478,7 @@ def replace_history(db, platform_id: int, steps) -> None:
                 _attr(step, "layer_index"),
             )
         )
-    with _write(db) as conn:
+    with write_transaction(db) as conn:
         conn.execute("DELETE FROM history WHERE platform_id = ?", [platform_id])
         conn.executemany(
             "INSERT INTO history (platform_id, position, created, created_by, comment, "
@@ -508,7 +510,7 @@ def set_platform_layers(db, platform_id: int, layers, registry, repository=None)
     """
     source = (registry, repository) if repository else _split_registry_repo(registry)
     ids = []
-    with _write(db) as conn:
+    with write_transaction(db) as conn:
         for layer in layers:
             urls = _attr(layer, "urls")
             status = "foreign" if _attr(layer, "foreign", False) else "pending"
@@ -622,7 +624,7 @@ def mark_layer_failed(db, digest: str, error: str) -> None:
 
     An ``indexed`` layer stays indexed.
     """
-    with _write(db) as conn:
+    with write_transaction(db) as conn:
         conn.execute(
             "INSERT INTO layers (digest, status, error) VALUES (?, 'failed', ?) "
             "ON CONFLICT (digest) DO UPDATE SET status = 'failed', error = excluded.error "
@@ -659,7 +661,7 @@ _stage_numbers = itertools.count(1)
 # see layerslayer.migrations): ``target`` and ``prefix`` are overlay.scope in
 # SQL (tests/test_overlay.py holds them to it); ``d`` is the entry's directory
 # with its trailing "/" ("" at the root).
-_FILL_DELETIONS = """
+FILL_DELETIONS = """
 INSERT OR IGNORE INTO deletions (layer_id, position, kind, target, prefix, lo, hi)
 SELECT layer_id, position, whiteout,
     CASE whiteout WHEN 1 THEN d || substr(name, 5) END,
@@ -879,7 +881,7 @@ class LayerWriter:
         conn = self.conn
         incoming = self._incoming
         self._run(_INCOMING_INSERT.format(incoming), _entry_rows(entries), many=True)
-        with _write(self.db):
+        with write_transaction(self.db):
             before = conn.execute("SELECT ifnull(max(id), 0) FROM paths").fetchone()[0]
             # A new path has no kind until a layer with it commits (commit()):
             # a layer that fails leaves it unused and without a kind.
@@ -977,7 +979,7 @@ class LayerWriter:
                 f"FROM {stage} s JOIN paths p ON p.id = s.path_id ORDER BY s.position",
                 [layer_id],
             )
-            conn.execute(_FILL_DELETIONS, [layer_id])
+            conn.execute(FILL_DELETIONS, [layer_id])
             if self.checkpoints:
                 conn.execute("DELETE FROM checkpoints WHERE layer_id = ?", [layer_id])
                 conn.executemany(
@@ -1066,7 +1068,7 @@ def replace_layer_findings(db, digest: str, findings: Iterable[tuple[int, Any]],
     """Record the findings of scanning an already indexed layer again
     (``(position, Finding)`` pairs) and mark it scanned with cap ``scanned``."""
     rows = [row for position, finding in findings for row in _finding_rows([finding], keep_values, position=position)]
-    with _write(db) as conn:
+    with write_transaction(db) as conn:
         row = conn.execute("SELECT id FROM layers WHERE digest = ? AND status = 'indexed'", [digest]).fetchone()
         if row is None:
             return
@@ -1081,7 +1083,7 @@ def replace_platform_findings(db, platform_id: int, findings: Iterable[tuple[str
     rows = []
     for source, location, finding in findings:
         rows += _finding_rows([finding], keep_values, source=source, location=_text(location))
-    with _write(db) as conn:
+    with write_transaction(db) as conn:
         conn.execute("DELETE FROM findings WHERE platform_id = ?", [platform_id])
         conn.executemany(_INSERT_FINDING, [(None, platform_id, *r) for r in rows])
 
@@ -1119,7 +1121,7 @@ def replace_config(db, platform_id: int, config: dict) -> None:
     labels = inner.get("Labels") if isinstance(inner.get("Labels"), dict) else {}
     ports = inner.get("ExposedPorts") if isinstance(inner.get("ExposedPorts"), dict) else {}
     optional = lambda key: None if inner.get(key) in (None, "") else _text(inner.get(key))  # noqa: E731
-    with _write(db) as conn:
+    with write_transaction(db) as conn:
         for table in ("config", "config_env", "config_labels", "config_ports"):
             conn.execute(f"DELETE FROM {table} WHERE platform_id = ?", [platform_id])
         conn.execute(
@@ -1204,7 +1206,7 @@ def optimize(db) -> None:
     gathered with ``ANALYZE`` - the approximate ``PRAGMA analysis_limit`` kind
     especially - were measured to turn a 6 ms ``etc/ssh/*`` lookup on 5M rows
     into 1.9 s, so none are kept."""
-    with _write(db) as conn:
+    with write_transaction(db) as conn:
         if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'sqlite_stat1'").fetchone():
             conn.execute("DELETE FROM sqlite_stat1")
     db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

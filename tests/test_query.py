@@ -637,9 +637,9 @@ def test_entry_sources_agree(db, idx, monkeypatch, patterns, kw):
     for source in find.FindQuery.SOURCES:
         assert _all_rows(db, patterns, source=source, **kw) == expected, source
     # Deleters loaded layer by layer instead of by key, and small batches.
-    monkeypatch.setattr(query, "_DELETER_KEYS_MAX", 0)
-    monkeypatch.setattr(query, "_DELETERS_PER_PATH", 0)
-    monkeypatch.setattr(find, "_BATCH", 3)
+    monkeypatch.setattr(query, "DELETER_KEYS_MAX", 0)
+    monkeypatch.setattr(query, "DELETERS_PER_PATH", 0)
+    monkeypatch.setattr(find, "BATCH_ROWS", 3)
     assert _all_rows(db, patterns, **kw) == expected
     # Streamed lean (keys first, entry columns and statuses batch by batch).
     assert [h.as_dict() for h in find.FindQuery(db, patterns, **kw).iter_hits(lean=True)] == expected

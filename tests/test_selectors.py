@@ -17,7 +17,7 @@ from harness.builder import build_image, layer, push_image, push_index
 from layerslayer.cli import cli
 from layerslayer.errors import UsageError
 from layerslayer.image import PlatformInfo
-from layerslayer.query import _platform_condition
+from layerslayer.query import platform_condition
 from layerslayer.selectors import (
     LAYER_RULE,
     choose_platform,
@@ -131,7 +131,7 @@ WANTED = ["linux/amd64", "linux/arm64", "linux/arm64/v8", "linux/arm64/v9", "lin
 
 
 def test_find_platform_sql_agrees_with_platform_matches():
-    "find --platform narrows in SQL (query._platform_condition): it picks what selectors.platform_matches picks."
+    "find --platform narrows in SQL (query.platform_condition): it picks what selectors.platform_matches picks."
     db = sqlite3.connect(":memory:")
     db.execute("CREATE TABLE platforms (id INTEGER PRIMARY KEY, os, architecture, variant, platform)")
     for os_name, arch, variant in RECORDED:
@@ -139,10 +139,10 @@ def test_find_platform_sql_agrees_with_platform_matches():
                    [os_name, arch, variant, str(PlatformInfo(os_name, arch, variant, "", ""))])
     recorded = dict(db.execute("SELECT id, platform FROM platforms"))
     for wanted in WANTED:
-        cond, params = _platform_condition(wanted)
+        cond, params = platform_condition(wanted)
         in_sql = {row[0] for row in db.execute(f"SELECT id FROM platforms pf WHERE {cond}", params)}
         assert in_sql == {i for i, platform in recorded.items() if platform_matches(platform, wanted)}, wanted
-    cond, params = _platform_condition("linux/arm64/v8")
+    cond, params = platform_condition("linux/arm64/v8")
     assert len(db.execute(f"SELECT id FROM platforms pf WHERE {cond}", params).fetchall()) == 3
 
 
