@@ -230,7 +230,7 @@ class Authenticator:
     may_send_credentials: Callable[[str], bool] = lambda url: True
     problem: str | None = None  # why no credentials were found (an unreadable config.json, …)
     _tokens: dict = field(default_factory=dict)
-    _challenge: tuple[str, dict] | None = None
+    challenge: tuple[str, dict] | None = None  # the registry's last WWW-Authenticate, parsed
     _file_token: str | None = None
     _file_token_rejected: bool = False
     withheld: str | None = None  # set when credentials were kept from a realm
@@ -250,9 +250,9 @@ class Authenticator:
         "The Authorization header to send before any challenge, if we know one."
         if self._file_token and not self._file_token_rejected:
             return f"Bearer {self._file_token}"
-        if self._challenge is None:
+        if self.challenge is None:
             return None
-        scheme, params = self._challenge
+        scheme, params = self.challenge
         if scheme == "basic":
             return self.credentials.basic_header if self.credentials else None
         if scheme == "bearer":
@@ -268,21 +268,21 @@ class Authenticator:
     def handle_challenge(self, header: str | None, scope: str | None, sent: str | None) -> str:
         "A request got 401: work out the header for the retry, or raise AuthError."
         if not header:
-            raise AuthError(self._refused_message("the registry sent 401 without a challenge"))
+            raise AuthError(self.refused_message("the registry sent 401 without a challenge"))
         scheme, params = parse_challenge(header)
         if sent and sent.startswith("Bearer ") and self._file_token and sent == f"Bearer {self._file_token}":
             self._file_token_rejected = True
-        self._challenge = (scheme, params)
+        self.challenge = (scheme, params)
         if scheme == "basic":
             basic = self.credentials.basic_header if self.credentials else None
             if basic is None:
-                raise AuthError(self._refused_message("the registry requires a login"))
+                raise AuthError(self.refused_message("the registry requires a login"))
             if sent == basic:
-                raise AuthError(self._refused_message("the registry refused the credentials"))
+                raise AuthError(self.refused_message("the registry refused the credentials"))
             return basic
         if scheme == "bearer":
             if not params.get("realm"):
-                raise AuthError(self._refused_message("the Bearer challenge has no realm"))
+                raise AuthError(self.refused_message("the Bearer challenge has no realm"))
             wanted_scope = params.get("scope") or scope
             key = (params.get("realm"), params.get("service"), wanted_scope)
             cached = self._tokens.get(key)
@@ -291,14 +291,15 @@ class Authenticator:
                 del self._tokens[key]
                 token = self._fetch_token(params, wanted_scope)
                 if f"Bearer {token}" == sent:
-                    raise AuthError(self._refused_message("the registry refused the token"))
+                    raise AuthError(self.refused_message("the registry refused the token"))
                 return f"Bearer {token}"
             if cached and cached.expires_at > time.time():
                 return f"Bearer {cached.value}"
             return f"Bearer {self._fetch_token(params, wanted_scope)}"
         raise AuthError(f"{self.registry} asks for unsupported authentication scheme {scheme!r}")
 
-    def _refused_message(self, why: str) -> str:
+    def refused_message(self, why: str) -> str:
+        "The message for a refused request: ``why``, and which credentials were held back, if any."
         if self.withheld:
             why = f"{why}; {self.withheld}"
         if self.credentials:
@@ -331,7 +332,7 @@ class Authenticator:
             header = creds.basic_header if creds else None
             response = self.fetch("GET", realm, params=query, auth_header=header)
         if response.status_code in (401, 403):
-            raise AuthError(self._refused_message(f"the token service at {_host_of(realm)} answered {response.status_code}"))
+            raise AuthError(self.refused_message(f"the token service at {_host_of(realm)} answered {response.status_code}"))
         if response.status_code != 200:
             raise AuthError(f"token service at {_host_of(realm)} answered HTTP {response.status_code}")
         try:

@@ -1,8 +1,17 @@
-"""The command line: a thin click layer over the library modules."""
+"""The command line: a thin click layer over the library modules.
+
+Each command imports the library modules it uses inside its body, for
+start-up speed: ``layerslayer find`` never loads ``requests``, Datasette or
+Dask, and ``--help`` loads none of them.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import functools
+import io
+import itertools
 import json
 import logging
 import os
@@ -732,7 +741,6 @@ _BLOB_EXIT_STATUS = """
 
 def _blob_progress_factory():
     "A progress bar per blob on a terminal; nothing otherwise."
-    import contextlib
 
     if not sys.stderr.isatty():
         return None
@@ -1189,8 +1197,6 @@ def _hit_cells(hit, with_image: bool = True) -> list[str]:
 
 
 def _csv_text(records: list[dict], fields, *, header: bool, **options) -> str:
-    import csv
-    import io
 
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n", **options)
@@ -1207,8 +1213,6 @@ def _echo_hits(hits, fmt: str | None, with_image: bool = True) -> int:
     from .find import FIELDS
 
     if fmt in ("nl", "csv"):
-        import csv
-        import itertools
 
         iterator = iter(hits)
         count = 0
@@ -1395,8 +1399,6 @@ def secrets(db, images, detectors, state, where, fmt):
         for record in records:
             click.echo(json.dumps(record))
     elif fmt == "csv":
-        import csv
-        import io
 
         out = io.StringIO()
         fields = list(dict.fromkeys(k for record in records for k in record))

@@ -329,7 +329,7 @@ class RegistryClient:
             self.check_is_registry()
             raise NotFound(not_found or f"{what} not found on {self.registry}")
         if status == 401:
-            raise AuthError(self.auth._refused_message("the registry refused access"))
+            raise AuthError(self.auth.refused_message("the registry refused access"))
         if status == 403:
             raise AuthError(f"access to {what} on {self.registry} is denied (HTTP 403)")
         if status == 429:
@@ -344,7 +344,7 @@ class RegistryClient:
         as the distribution API does (200 or a 401 challenge, the API version
         header, or a JSON body): asked once, after an answer that made us wonder."""
         if self._is_registry is None:
-            response = self.request("GET", "/v2/") if self.auth._challenge is None else None
+            response = self.request("GET", "/v2/") if self.auth.challenge is None else None
             if response is None:
                 self._is_registry = True  # it sent an auth challenge: registries do
             else:
