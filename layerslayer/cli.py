@@ -595,8 +595,16 @@ def _span(text: str) -> int:
 
 # -- discovery ------------------------------------------------------------
 
-limit_option = click.option("--limit", type=click.IntRange(min=1), help="Stop after this many results.")
-page_size_option = click.option("--page-size", type=click.IntRange(min=1), help="Results asked for per page.")
+def listing_options(fn):
+    "The options every registry listing command shares: --limit, --page-size, --json and the registry options."
+    for option in reversed((
+        click.option("--limit", type=click.IntRange(min=1), help="Stop after this many results."),
+        click.option("--page-size", type=click.IntRange(min=1), help="Results asked for per page."),
+        json_option(),
+        registry_options,
+    )):
+        fn = option(fn)
+    return fn
 
 
 def _echo_listing(items, as_json: bool, line, record) -> None:
@@ -611,10 +619,7 @@ def _echo_listing(items, as_json: bool, line, record) -> None:
 @cli.command()
 @click.argument("reference")
 @click.option("--full-ref", is_flag=True, help="Print whole references (registry/repository:tag), not bare tags.")
-@limit_option
-@page_size_option
-@json_option()
-@registry_options
+@listing_options
 def tags(reference, full_ref, limit, page_size, as_json, client_options):
     """List the tags of REFERENCE's repository (like `crane ls`).
 
@@ -632,10 +637,7 @@ def tags(reference, full_ref, limit, page_size, as_json, client_options):
 @cli.command()
 @click.argument("registry")
 @click.option("--full-ref", is_flag=True, help="Print registry/repository, not bare repository names.")
-@limit_option
-@page_size_option
-@json_option()
-@registry_options
+@listing_options
 def catalog(registry, full_ref, limit, page_size, as_json, client_options):
     """List the repositories of REGISTRY's catalog (like `crane catalog`).
 
@@ -652,10 +654,7 @@ def catalog(registry, full_ref, limit, page_size, as_json, client_options):
 
 @cli.command()
 @click.argument("namespace", metavar="docker.io/NAMESPACE")
-@limit_option
-@page_size_option
-@json_option()
-@registry_options
+@listing_options
 def repos(namespace, limit, page_size, as_json, client_options):
     """List the repositories of a Docker Hub user or organisation (the Hub's own API).
 
@@ -675,10 +674,7 @@ def repos(namespace, limit, page_size, as_json, client_options):
 @cli.command()
 @click.argument("keyword")
 @click.option("--official", is_flag=True, help="Only Docker Official Images.")
-@limit_option
-@page_size_option
-@json_option()
-@registry_options
+@listing_options
 def search(keyword, official, limit, page_size, as_json, client_options):
     """Search Docker Hub for repositories matching KEYWORD (the Hub's search API).
 
