@@ -131,8 +131,6 @@ class Index:
         and the others go on."""
         if not refs:
             raise UsageError("give at least one image reference")
-        if jobs < 1:
-            raise UsageError("jobs must be 1 or more")
         # Imported here, for start-up speed: indexing loads the HTTP stack.
         from .indexer import index_images
 

@@ -478,7 +478,7 @@ class Indexer:
         self.options = options or ClientOptions()
         self.platform = platform
         self.all_platforms = all_platforms
-        self.jobs = max(1, jobs)
+        self.jobs = jobs
         self.progress = progress or Progress()
         self.summary = IndexSummary()
         self._clients: dict[str, RegistryClient] = {}
@@ -645,8 +645,11 @@ def upgrade_index(db_path: Path | str) -> list[str]:
     return db.migrated
 
 
-def check_index_choices(*, platform: str | None, all_platforms: bool, scan: bool | None, keep_values: bool) -> None:
-    "The choices :func:`index_images` takes that exclude each other: UsageError naming the arguments."
+def check_index_choices(*, platform: str | None, all_platforms: bool, scan: bool | None, keep_values: bool,
+                        jobs: int = 1) -> None:
+    "The arguments :func:`index_images` refuses (choices that exclude each other, no worker): UsageError naming them."
+    if jobs < 1:
+        raise UsageError("jobs must be 1 or more")
     if platform and all_platforms:
         raise UsageError("platform and all_platforms exclude each other")
     if keep_values and scan is False:
@@ -682,7 +685,7 @@ def index_images(
     otherwise) and layers indexed earlier without scanning; ``scan=False``
     scans nothing. The values found are stored only with ``keep_values``."""
     started = time.monotonic()
-    check_index_choices(platform=platform, all_platforms=all_platforms, scan=scan, keep_values=keep_values)
+    check_index_choices(platform=platform, all_platforms=all_platforms, scan=scan, keep_values=keep_values, jobs=jobs)
     check_index_path(db_path)
     indexer = Indexer(db_path, options=options, platform=platform, all_platforms=all_platforms, jobs=jobs,
                       progress=progress, span=span, scan=scan, scan_max_size=scan_max_size, keep_values=keep_values)
