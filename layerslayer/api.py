@@ -28,7 +28,6 @@ import io
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from types import SimpleNamespace
 from typing import TYPE_CHECKING, BinaryIO
 
 from . import store
@@ -51,13 +50,13 @@ if TYPE_CHECKING:
 __all__ = ["Index", "cat", "extract", "inspect", "save"]
 
 
-def _operations() -> SimpleNamespace:
-    "The command-level operations that fetch blobs: the one place api.py imports them from."
-    # Imported on first use, for start-up speed: they load the HTTP stack (requests),
+def _operations():
+    "The module of the command-level operations that fetch blobs: the one place api.py imports it."
+    # Imported on first use, for start-up speed: it loads the HTTP stack (requests),
     # which reading an index never needs.
-    from .operations import export_layers, extract_image, save_image
+    from . import operations
 
-    return SimpleNamespace(export_layers=export_layers, extract_image=extract_image, save_image=save_image)
+    return operations
 
 
 class Index:
